@@ -1,0 +1,54 @@
+# Two commands do all the set-up on a fresh Debian 12 machine: `make demo` and `make test`.
+# Each installs what it needs (Debian packages, a pinned virtual environment) and is idempotent.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMPS := .stamps
+APT_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm iproute2
+PROJECT ?= demo-project
+
+.PHONY: setup demo test test-quick bench lint clean
+
+setup: $(STAMPS)/apt $(STAMPS)/venv
+
+$(STAMPS)/apt:
+	@mkdir -p $(STAMPS)
+	@if ! command -v arm-none-eabi-gcc >/dev/null || ! command -v qemu-system-arm >/dev/null \
+	    || ! test -f /usr/lib/arm-none-eabi/newlib/libc.a || ! command -v unshare >/dev/null \
+	    || ! command -v ip >/dev/null; then \
+	  echo "installing Debian packages: $(APT_PACKAGES)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+	    --no-install-recommends $(APT_PACKAGES) >/dev/null; \
+	fi
+	@touch $@
+
+$(STAMPS)/venv: requirements.lock pyproject.toml
+	@mkdir -p $(STAMPS)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "installing pinned Python packages into $(VENV) (first time: a few minutes)"
+	@$(PY) -m pip install -q --disable-pip-version-check -r requirements.lock 2>&1 | grep -v '^WARNING: Location' || true
+	@$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e . 2>&1 | grep -v '^WARNING: Location' || true
+	@$(PY) -c "import torch, tensorflow, onnx2tf, tflite_micro, microt_deploy" 2>/dev/null \
+	  || { echo "the virtual environment is incomplete; see the pip output above"; exit 1; }
+	@touch $@
+
+demo: setup
+	$(VENV)/bin/microt-deploy demo --project $(PROJECT)
+
+test: setup
+	$(PY) -m pytest -q
+
+test-quick: setup
+	$(PY) -m pytest -q -m "not slow"
+
+bench: setup
+	$(VENV)/bin/microt-deploy bench
+
+lint: setup
+	$(VENV)/bin/ruff check microt_deploy tests
+
+clean:
+	rm -rf $(STAMPS) $(PROJECT) build

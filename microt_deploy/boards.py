@@ -1,0 +1,71 @@
+"""Board data files (``boards/*.toml``) -> :class:`Board` objects, and lookup by id."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from microt_deploy.errors import MicrotError
+
+BOARDS_DIR = Path(__file__).resolve().parent.parent / "boards"
+
+
+@dataclass(frozen=True)
+class Board:
+    """One target board: its CPU, memory budget, how it is run and its power model."""
+
+    id: str
+    name: str
+    family: str
+    arch: str
+    cpu: str
+    cpu_flags: tuple[str, ...]
+    flash_bytes: int
+    ram_bytes: int
+    clock_hz: int
+    counter_unit: str
+    run: str
+    active_mw: float
+    cpi: float
+    extra: dict = field(default_factory=dict)
+
+    def energy_mj(self, counts: float) -> float:
+        """Estimated energy (mJ) of ``counts`` counter units (instructions or cycles) at active power."""
+        if self.counter_unit == "ns":
+            seconds = counts * 1e-9
+        else:
+            seconds = counts * self.cpi / self.clock_hz
+        return seconds * self.active_mw
+
+    def latency_ms(self, counts: float) -> float:
+        """Estimated latency (ms) of ``counts`` counter units on this board's clock."""
+        if self.counter_unit == "ns":
+            return counts * 1e-6
+        return counts * self.cpi / self.clock_hz * 1e3
+
+
+def known_boards() -> list[str]:
+    """Ids of all boards that have a data file."""
+    return sorted(p.stem for p in BOARDS_DIR.glob("*.toml"))
+
+
+def load_board(board_id: str) -> Board:
+    """Load a board by id; an unknown id raises an error that lists the known ones."""
+    path = BOARDS_DIR / f"{board_id}.toml"
+    if not path.is_file():
+        raise MicrotError(
+            f"unknown board '{board_id}'",
+            f"use one of: {', '.join(known_boards())}",
+        )
+    data = tomllib.loads(path.read_text())
+    power = data.pop("power", {})
+    known = {f for f in Board.__dataclass_fields__ if f not in ("active_mw", "cpi", "extra", "cpu_flags")}
+    core = {k: data.pop(k) for k in list(data) if k in known}
+    return Board(
+        cpu_flags=tuple(data.pop("cpu_flags", ())),
+        active_mw=float(power.get("active_mw", 0.0)),
+        cpi=float(power.get("cpi", 1.0)),
+        extra=data,
+        **core,
+    )
