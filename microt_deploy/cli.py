@@ -1,0 +1,283 @@
+"""The `microt-deploy` command line: one thin function per verb; each parses options, calls a stage
+and prints its result. Errors the user can act on are printed as one line with a non-zero exit."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+
+from microt_deploy.errors import MicrotError
+
+console = Console(stderr=True)
+out = Console()
+
+# TensorFlow and friends print pages of start-up chatter on stderr; our users want one line.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+
+def _friendly(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn MicrotError into a one-line message and an exit code; never a bare traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except MicrotError as err:
+            console.print(f"[bold red]error:[/] {err.one_line()}", highlight=False, soft_wrap=True)
+            sys.exit(err.exit_code)
+        except KeyboardInterrupt:
+            console.print("[bold red]interrupted[/]")
+            sys.exit(130)
+        except Exception as err:  # noqa: BLE001 - last line of defence: one line, not a traceback
+            if os.environ.get("MICROT_DEBUG"):
+                raise
+            name = type(err).__name__
+            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            console.print(
+                f"[bold red]internal error:[/] {name}: {first}; rerun with MICROT_DEBUG=1 for the "
+                "traceback and report it",
+                highlight=False,
+                soft_wrap=True,
+            )
+            sys.exit(1)
+
+    return wrapper
+
+
+project_option = click.option(
+    "--project",
+    "-p",
+    "project_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Project folder (holds microt.toml and every stage's artifacts).",
+)
+board_option = click.option("--board", "-b", default=None, help="Board id (see `microt-deploy boards`).")
+port_option = click.option(
+    "--port", default=None, help="Serial port of a real board, e.g. /dev/ttyACM0 (emulated boards need none)."
+)
+
+
+def _board_id(project: Any, board: str | None) -> str:
+    return board or project.config["device"]["board"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="microt-deploy")
+def main() -> None:
+    """MicroT from a PyTorch model to staged int8 inference on a microcontroller.
+
+    Stages, each reading and writing the project folder: train -> export -> compile -> build ->
+    eval (trains the classifiers on the device, then measures) -> report. `demo` runs them all on
+    the emulated board.
+    """
+
+
+@main.command()
+@click.argument("project_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--board", "-b", default=None, help="Board id to record in the project.")
+@click.option("--ratio", type=float, default=None, help="Stage-decision ratio (fraction exiting early).")
+@click.option("--dataset", default=None, help="'digits' (bundled) or an ImageFolder-style folder.")
+@click.option("--split-block", type=int, default=None, help="Cut the backbone after this block.")
+@_friendly
+def init(project_dir: Path, board: str | None, ratio: float | None, dataset: str | None,
+         split_block: int | None) -> None:
+    """Create a project folder with a microt.toml holding the defaults."""
+    from microt_deploy.boards import load_board
+    from microt_deploy.project import init_project
+
+    overrides: dict[str, Any] = {}
+    if board:
+        load_board(board)
+        overrides.setdefault("device", {})["board"] = board
+    if ratio is not None:
+        _check_ratio(ratio)
+        overrides.setdefault("device", {})["ratio"] = ratio
+    if dataset:
+        overrides.setdefault("data", {})["dataset"] = dataset
+    if split_block is not None:
+        overrides.setdefault("model", {})["split_block"] = split_block
+    project = init_project(project_dir, overrides)
+    out.print(f"project ready: {project.config_path}")
+
+
+def _check_ratio(ratio: float) -> None:
+    if not 0.0 <= ratio <= 1.0:
+        raise MicrotError(f"stage-decision ratio {ratio} is outside [0, 1]", "pass a fraction such as 0.5")
+
+
+@main.command()
+def boards() -> None:
+    """List the boards microt-deploy knows."""
+    from rich.table import Table
+
+    from microt_deploy.boards import known_boards, load_board
+
+    table = Table(title="boards")
+    for col in ("id", "name", "flash", "RAM", "clock", "run"):
+        table.add_column(col)
+    for board_id in known_boards():
+        b = load_board(board_id)
+        table.add_row(b.id, b.name, _kib(b.flash_bytes), _kib(b.ram_bytes), f"{b.clock_hz / 1e6:.0f} MHz", b.run)
+    out.print(table)
+
+
+def _kib(n: int) -> str:
+    return f"{n / 1024:.0f} KiB" if n else "-"
+
+
+@main.command()
+@project_option
+@_friendly
+def train(project_dir: Path) -> None:
+    """Stages 1-3: self-supervised distillation, split, joint training of part and full."""
+    from microt_deploy import pipeline
+
+    result = pipeline.train(project_dir)
+    out.print_json(json.dumps(result.get("summary", {})))
+
+
+@main.command()
+@project_option
+@_friendly
+def export(project_dir: Path) -> None:
+    """torch -> ONNX -> int8 TFLite for the trunk, part head and rest, with a parity report."""
+    from microt_deploy import pipeline
+
+    result = pipeline.export(project_dir)
+    out.print_json(json.dumps(result.get("parity", {})))
+
+
+@main.command(name="compile")
+@project_option
+@_friendly
+def compile_cmd(project_dir: Path) -> None:
+    """int8 TFLite -> C: weights as const arrays, a static kernel schedule and arena plan."""
+    from microt_deploy import pipeline
+
+    pipeline.compile(project_dir, out)
+
+
+@main.command()
+@project_option
+@board_option
+@_friendly
+def build(project_dir: Path, board: str | None) -> None:
+    """Render the firmware for a board and build it; refuse with numbers when it does not fit."""
+    from microt_deploy import pipeline
+
+    pipeline.build(project_dir, board, out)
+
+
+@main.command()
+@project_option
+@board_option
+@port_option
+@_friendly
+def flash(project_dir: Path, board: str | None, port: str | None) -> None:
+    """Upload the built firmware to a real board (emulated boards are started by `eval`)."""
+    from microt_deploy import pipeline
+
+    pipeline.flash(project_dir, board, port, out)
+
+
+@main.command(name="train-device")
+@project_option
+@board_option
+@port_option
+@_friendly
+def train_device(project_dir: Path, board: str | None, port: str | None) -> None:
+    """Stream each task's training split to the device and train its classifiers there."""
+    from microt_deploy import pipeline
+
+    pipeline.evaluate(project_dir, board, port, out, evaluate=False)
+
+
+@main.command(name="eval")
+@project_option
+@board_option
+@port_option
+@click.option("--ratios", default=None, help="Comma-separated stage-decision ratios, e.g. 0.3,0.5,0.7.")
+@_friendly
+def eval_cmd(project_dir: Path, board: str | None, port: str | None, ratios: str | None) -> None:
+    """Train the classifiers on the device, then measure part / full / staged inference."""
+    from microt_deploy import pipeline
+
+    parsed = _parse_ratios(ratios) if ratios else None
+    pipeline.evaluate(project_dir, board, port, out, evaluate=True, ratios=parsed)
+
+
+def _parse_ratios(text: str) -> list[float]:
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise MicrotError(f"--ratios '{text}' is not a list of numbers", "write e.g. --ratios 0.3,0.5,0.7") from None
+    for r in values:
+        _check_ratio(r)
+    return values
+
+
+@main.command()
+@project_option
+@click.option("--run", "run_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Run folder (default: the newest under runs/).")
+@_friendly
+def report(project_dir: Path, run_dir: Path | None) -> None:
+    """Re-render report.md and the plots of a run from its report.json."""
+    from microt_deploy import pipeline
+
+    pipeline.report(project_dir, run_dir, out)
+
+
+@main.command()
+@project_option
+@board_option
+@click.option("--fresh", is_flag=True, help="Rerun every stage even when its outputs exist.")
+@_friendly
+def demo(project_dir: Path, board: str | None, fresh: bool) -> None:
+    """Everything on the embedded default: train, export, compile, build, on-device training, eval."""
+    from microt_deploy import pipeline
+
+    pipeline.demo(project_dir, board, fresh, out)
+
+
+@main.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--input", "input_npy", required=True, type=click.Path(path_type=Path),
+              help="int8 .npy: one sample, or a batch along the first axis.")
+@click.option("--output", "output_npy", required=True, type=click.Path(path_type=Path),
+              help="Where to write the int8 output .npy.")
+@_friendly
+def infer(model: Path, input_npy: Path, output_npy: Path) -> None:
+    """Run any supported int8 .tflite through the generated C on this machine."""
+    from microt_deploy.compiler.host_runner import infer_files
+
+    result = infer_files(model, input_npy, output_npy)
+    out.print(f"wrote {output_npy}" + (f" ({result})" if result else ""))
+
+
+@main.command()
+@click.option("--models", default=None, help="Comma-separated .tflite files (default: the MLPerf Tiny set).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the table as JSON here.")
+@_friendly
+def bench(models: str | None, json_path: Path | None) -> None:
+    """Flash, peak SRAM and instructions on the emulated Cortex-M4, against TFLM's anchors."""
+    from microt_deploy.evaluate.bench import run_bench
+
+    paths = [Path(m) for m in models.split(",")] if models else None
+    run_bench(paths, json_path, out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,373 @@
+"""The stages end to end: each function runs one stage on a project folder and writes its files;
+`demo` chains them. The CLI calls these; tests may too. Stage internals live in their packages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from microt_deploy.boards import Board, load_board
+from microt_deploy.errors import MicrotError
+from microt_deploy.project import Project, init_project, open_project
+
+GRAPHS = ("trunk", "part_head", "rest")
+PREFIX = {"trunk": "mdt_trunk", "part_head": "mdt_part_head", "rest": "mdt_rest"}
+
+
+@contextlib.contextmanager
+def progress_bar(console: Console | None = None) -> Iterator[Any]:
+    """A rich progress display and a callback ``(stage, done, total)`` that drives it."""
+    bars = Progress(TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=console or Console(stderr=True), transient=False)
+    tasks: dict[str, Any] = {}
+
+    def update(stage: str, done: int, total: int, *_: Any) -> None:
+        if stage not in tasks:
+            tasks[stage] = bars.add_task(stage, total=total)
+        bars.update(tasks[stage], completed=done, total=total)
+
+    with bars:
+        yield update
+
+
+def _epoch_progress(update: Any) -> Any:
+    """Adapter for the training stage's callback (stage, epoch, total, metrics)."""
+
+    def callback(stage: str, epoch: int, total: int, metrics: dict | None = None) -> None:
+        update(stage, epoch, total)
+
+    return callback
+
+
+# ---------------------------------------------------------------- stages 1-3 and export
+
+
+def train(project_dir: Path, console: Console | None = None) -> dict[str, Any]:
+    """Stages 1-3 on the project's config; writes checkpoints/."""
+    from microt_deploy.model.train import train_project
+
+    project = open_project(project_dir)
+    with progress_bar(console) as update:
+        result = train_project(project, progress=_epoch_progress(update))
+    return result
+
+
+def export(project_dir: Path, console: Console | None = None) -> dict[str, Any]:
+    """torch -> ONNX -> int8 TFLite for the three graphs; writes export/."""
+    from microt_deploy.export import export_project
+
+    project = open_project(project_dir)
+    if not (project.checkpoints / "extractor.pt").is_file():
+        raise MicrotError(f"no trained extractor in {project.checkpoints}", "run `microt-deploy train` first")
+    with progress_bar(console) as update:
+        return export_project(project, progress=_epoch_progress(update))
+
+
+def load_export_info(project: Project) -> dict[str, Any]:
+    path = project.export_dir / "export.json"
+    if not path.is_file():
+        raise MicrotError(f"no {path}", "run `microt-deploy export` first")
+    return json.loads(path.read_text())
+
+
+# ---------------------------------------------------------------- compile and build
+
+
+def compile(project_dir: Path, console: Console) -> dict[str, Any]:  # noqa: A001 - the verb's name
+    """The three int8 graphs -> one C program on one arena; writes compiled/."""
+    from microt_deploy.compiler import GraphSpec, compile_program, summarize
+
+    project = open_project(project_dir)
+    paths = {g: project.export_dir / f"{g}.tflite" for g in GRAPHS}
+    for path in paths.values():
+        if not path.is_file():
+            raise MicrotError(f"no {path}", "run `microt-deploy export` first")
+    specs = [
+        GraphSpec(paths["trunk"], prefix=PREFIX["trunk"]),
+        GraphSpec(paths["part_head"], prefix=PREFIX["part_head"], input_bindings={0: (PREFIX["trunk"], 0)}),
+        GraphSpec(paths["rest"], prefix=PREFIX["rest"], input_bindings={0: (PREFIX["trunk"], 0)}),
+    ]
+    plan = compile_program(specs, project.compiled_dir)
+    console.print(summarize(plan))
+    return plan
+
+
+def build(project_dir: Path, board_id: str | None, console: Console) -> Any:
+    """Render the firmware for a board and build it; writes firmware/<board>/."""
+    from microt_deploy.firmware.render import render_firmware
+    from microt_deploy.targets import build as build_image
+
+    project = open_project(project_dir)
+    board = load_board(board_id or project.config["device"]["board"])
+    if not (project.compiled_dir / "mdt_model.c").is_file():
+        raise MicrotError(f"no compiled model in {project.compiled_dir}", "run `microt-deploy compile` first")
+    fw_dir = project.firmware_dir(board.id)
+    render_firmware(project.compiled_dir, board, fw_dir, _firmware_options(project))
+    result = build_image(board, fw_dir)
+    console.print(_build_line(board, result))
+    return result
+
+
+def _firmware_options(project: Project) -> dict[str, Any]:
+    tasks = project.config["tasks"]
+    return {"max_tasks": max(len(tasks), 1), "max_classes": max(t["classes"] for t in tasks)}
+
+
+def _build_line(board: Board, result: Any) -> str:
+    flash = getattr(result, "flash_bytes", None)
+    ram = getattr(result, "ram_bytes", None)
+    if board.flash_bytes and flash is not None:
+        return (f"built {board.id}: flash {flash:,} B of {board.flash_bytes:,} ({flash / board.flash_bytes:.1%}), "
+                f"RAM {ram:,} B of {board.ram_bytes:,} ({ram / board.ram_bytes:.1%})")
+    return f"built {board.id}: {getattr(result, 'image', '')}"
+
+
+def flash(project_dir: Path, board_id: str | None, port: str | None, console: Console) -> None:
+    """Upload to a real board; emulated and host targets are started by `eval` instead."""
+    project = open_project(project_dir)
+    board = load_board(board_id or project.config["device"]["board"])
+    if board.run in ("qemu", "host"):
+        console.print(f"{board.id} is not flashed: `microt-deploy eval` starts it with the built image")
+        return
+    from microt_deploy.targets import flash as flash_image
+
+    flash_image(board, project.firmware_dir(board.id), port)
+
+
+# ---------------------------------------------------------------- on the device
+
+
+def _task_specs(project: Project, splits: dict[str, Any]) -> list[Any]:
+    from microt_deploy.evaluate.session import TaskSpec
+
+    specs = []
+    for index, task in enumerate(project.config["tasks"]):
+        labels = task.get("labels", task["name"])
+        specs.append(TaskSpec(index=index, name=task["name"], classes=int(task["classes"]),
+                              train_labels=splits["train"].labels[labels],
+                              calib_labels=splits["calib"].labels[labels],
+                              test_labels=splits["test"].labels[labels]))
+    return specs
+
+
+def _limit(n: int, cap: int) -> int:
+    return min(n, cap) if cap and cap > 0 else n
+
+
+@contextlib.contextmanager
+def open_device(project: Project, board: Board, port: str | None) -> Iterator[Any]:
+    """Connect to the device: a real board's serial port, or start the emulator / host build."""
+    from microt_deploy.link.device import Device
+    from microt_deploy.targets import launch, open_port
+
+    if board.run in ("qemu", "host"):
+        image = _built_image(project, board)
+        with launch(board, image) as serial_port:
+            yield Device(serial_port)
+    else:
+        if not port:
+            raise MicrotError(f"{board.id} is a real board and no --port was given", "pass e.g. --port /dev/ttyACM0")
+        with open_port(port) as serial_port:
+            yield Device(serial_port)
+
+
+def _built_image(project: Project, board: Board) -> Path:
+    from microt_deploy.targets import image_path
+
+    image = image_path(board, project.firmware_dir(board.id))
+    if not image.is_file():
+        raise MicrotError(f"no firmware image for {board.id} at {image}",
+                          f"run `microt-deploy build --board {board.id}`")
+    return image
+
+
+def evaluate(project_dir: Path, board_id: str | None, port: str | None, console: Console, *,
+             evaluate: bool = True, ratios: Sequence[float] | None = None) -> dict[str, Any]:
+    """Train the heads on the device and (optionally) evaluate staged inference; writes runs/<time>/."""
+    from microt_deploy.evaluate import report as reporting
+    from microt_deploy.evaluate import session
+    from microt_deploy.export import quantize_input
+    from microt_deploy.model.data import load_splits
+
+    project = open_project(project_dir)
+    board = load_board(board_id or project.config["device"]["board"])
+    info = load_export_info(project)
+    dev_cfg = project.config["device"]
+    ratios = list(ratios or project.config["eval"]["ratios"])
+    splits = load_splits(project.config)
+    tasks = _task_specs(project, splits)
+    n_train = _limit(len(splits["train"].images), int(dev_cfg.get("max_train_samples", 0)))
+    n_calib = len(splits["calib"].images)
+    n_test = _limit(len(splits["test"].images), int(dev_cfg.get("max_test_samples", 0)))
+    for t in tasks:
+        t.train_labels, t.test_labels = t.train_labels[:n_train], t.test_labels[:n_test]
+    train_q = quantize_input(splits["train"].images[:n_train], info)
+    calib_q = quantize_input(splits["calib"].images, info)
+    test_q = quantize_input(splits["test"].images[:n_test], info)
+
+    started = time.monotonic()
+    with open_device(project, board, port) as device, progress_bar(console) as update:
+        hello = device.hello()
+        _check_capacity(hello, n_train + n_calib, tasks)
+        session.store_features(device, train_q, 0, update, "store train")
+        session.store_features(device, calib_q, n_train, update, "store calib")
+        trained = session.train_tasks(device, tasks, n_train, int(dev_cfg["train_epochs"]),
+                                      float(dev_cfg["train_lr"]), int(project.config["train"]["seed"]), update)
+        evals = []
+        if evaluate:
+            evals = session.evaluate_tasks(device, tasks, test_q, n_train, n_calib, ratios, update)
+        device_seconds = time.monotonic() - started
+        with contextlib.suppress(Exception):
+            device.exit(0)
+
+    training = {t.name: t.result for t in trained}
+    if not evaluate:
+        console.print_json(json.dumps(training, default=float))
+        return {"device_training": training}
+
+    simulation = _simulate(project, info, trained, evals, calib_q, test_q, ratios)
+    extra = {
+        "device_training": training,
+        "device": {k: getattr(hello, k) for k in getattr(hello, "__dataclass_fields__", {})},
+        "simulation": simulation,
+        "samples": {"train": n_train, "calib": n_calib, "test": n_test},
+        "device_seconds": round(device_seconds, 1),
+        "firmware": _firmware_facts(project, board),
+    }
+    train_json = project.checkpoints / "train.json"
+    if train_json.is_file():
+        extra["extractor"] = json.loads(train_json.read_text()).get("summary", {})
+    report = reporting.build_report(evals, board, extra)
+    run_dir = project.runs_dir / time.strftime("%Y%m%d-%H%M%S")
+    reporting.write_report(report, run_dir)
+    console.print(reporting.terminal_table(report))
+    console.print(f"host simulation: {_simulation_line(simulation)}")
+    console.print(f"report: {run_dir / 'report.md'}")
+    report["run_dir"] = str(run_dir)
+    return report
+
+
+def _check_capacity(hello: Any, slots: int, tasks: Sequence[Any]) -> None:
+    max_slots = getattr(hello, "max_slots", None)
+    if max_slots is not None and slots > max_slots:
+        raise MicrotError(f"{slots} train+calibration samples exceed the device's {max_slots} feature slots",
+                          "lower [device] max_train_samples in microt.toml")
+    max_tasks = getattr(hello, "max_tasks", None)
+    if max_tasks is not None and len(tasks) > max_tasks:
+        raise MicrotError(f"{len(tasks)} tasks exceed the firmware's {max_tasks}", "rebuild the firmware")
+
+
+def _simulate(project: Project, info: dict[str, Any], trained: Sequence[Any], evals: Sequence[Any],
+              calib_q: np.ndarray, test_q: np.ndarray, ratios: Sequence[float]) -> dict[str, Any]:
+    """Predict every device answer on the host (TFLite reference kernels + the device's heads)."""
+    from microt_deploy.evaluate import simulate
+    from microt_deploy.export import reference_outputs
+
+    calib_ref = reference_outputs(project.export_dir, calib_q)
+    test_ref = reference_outputs(project.export_dir, test_q)
+    out: dict[str, Any] = {}
+    for tr, ev in zip(trained, evals, strict=True):
+        calib_sim = simulate.simulate_heads(calib_ref["part_features"], calib_ref["full_features"], info,
+                                            tr.part_head, tr.full_head)
+        test_sim = simulate.simulate_heads(test_ref["part_features"], test_ref["full_features"], info,
+                                           tr.part_head, tr.full_head)
+        task_out: dict[str, Any] = {
+            "part": simulate.compare(ev.part_pred, test_sim.part_pred),
+            "full": simulate.compare(ev.full_pred, test_sim.full_pred),
+            "staged": {},
+        }
+        for r in ratios:
+            threshold = simulate.threshold_for_ratio(calib_sim.part_conf, r)
+            pred, _ = simulate.staged_predictions(test_sim, threshold)
+            cmp = simulate.compare(ev.staged_pred[r], pred, test_sim.part_conf, threshold)
+            cmp["threshold_device"] = ev.thresholds[r]
+            cmp["threshold_host"] = threshold
+            cmp["device_accuracy"] = float(np.mean(ev.staged_pred[r] == ev.labels))
+            cmp["host_accuracy"] = float(np.mean(pred == ev.labels))
+            task_out["staged"][f"{r:g}"] = cmp
+        out[tr.name] = task_out
+    return out
+
+
+def _simulation_line(sim: dict[str, Any]) -> str:
+    total = agree = ties = 0
+    for task in sim.values():
+        for cmp in [task["part"], task["full"], *task["staged"].values()]:
+            total += cmp["samples"]
+            agree += cmp["agree"]
+            ties += len(cmp["threshold_ties"])
+    unexplained = total - agree - ties
+    return (f"{agree:,} of {total:,} device answers predicted exactly, {ties} threshold ties, "
+            f"{unexplained} unexplained")
+
+
+def _firmware_facts(project: Project, board: Board) -> dict[str, Any]:
+    facts: dict[str, Any] = {}
+    plan = project.compiled_dir / "plan.json"
+    if plan.is_file():
+        data = json.loads(plan.read_text())
+        facts["arena_bytes"] = data.get("arena_bytes")
+        facts["const_bytes"] = data.get("const_bytes")
+    build_json = project.firmware_dir(board.id) / "build.json"
+    if build_json.is_file():
+        facts["build"] = json.loads(build_json.read_text())
+    return facts
+
+
+# ---------------------------------------------------------------- report and demo
+
+
+def report(project_dir: Path, run_dir: Path | None, console: Console) -> None:
+    """Re-render report.md and the plot of a run from its report.json."""
+    from microt_deploy.evaluate import report as reporting
+
+    project = open_project(project_dir)
+    if run_dir is None:
+        runs = sorted(p for p in project.runs_dir.glob("*") if (p / "report.json").is_file())
+        if not runs:
+            raise MicrotError(f"no runs in {project.runs_dir}", "run `microt-deploy eval` first")
+        run_dir = runs[-1]
+    path = run_dir / "report.json"
+    if not path.is_file():
+        raise MicrotError(f"no report.json in {run_dir}", "pass a folder under runs/")
+    data = json.loads(path.read_text())
+    reporting.write_report(data, run_dir)
+    console.print(reporting.terminal_table(data))
+    console.print(f"report: {run_dir / 'report.md'}")
+
+
+def demo(project_dir: Path, board_id: str | None, fresh: bool, console: Console) -> dict[str, Any]:
+    """Every stage on the embedded default; a stage whose outputs exist is reused unless --fresh."""
+    started = time.monotonic()
+    overrides = {"device": {"board": board_id}} if board_id else None
+    project = init_project(project_dir, overrides)
+    board = load_board(project.config["device"]["board"])
+
+    def stage(name: str, done_marker: Path, run: Any) -> None:
+        if done_marker.exists() and not fresh:
+            console.print(f"[dim]{name}: reusing {done_marker}[/]")
+            return
+        t0 = time.monotonic()
+        console.rule(name)
+        run()
+        console.print(f"[green]{name} done in {time.monotonic() - t0:.1f} s[/]")
+
+    stage("train", project.checkpoints / "extractor.pt", lambda: train(project.root, console))
+    stage("export", project.export_dir / "export.json", lambda: export(project.root, console))
+    stage("compile", project.compiled_dir / "plan.json", lambda: compile(project.root, console))
+    from microt_deploy.targets import image_path
+
+    stage("build", image_path(board, project.firmware_dir(board.id)), lambda: build(project.root, board.id, console))
+    console.rule("eval on device")
+    result = evaluate(project.root, board.id, None, console)
+    console.print(f"demo finished in {time.monotonic() - started:.0f} s")
+    return result
