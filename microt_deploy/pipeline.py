@@ -53,9 +53,9 @@ def _epoch_progress(update: Any) -> Any:
 
 def train(project_dir: Path, console: Console | None = None) -> dict[str, Any]:
     """Stages 1-3 on the project's config; writes checkpoints/."""
+    project = open_project(project_dir)
     from microt_deploy.model.train import train_project
 
-    project = open_project(project_dir)
     with progress_bar(console) as update:
         result = train_project(project, progress=_epoch_progress(update))
     return result
@@ -63,11 +63,11 @@ def train(project_dir: Path, console: Console | None = None) -> dict[str, Any]:
 
 def export(project_dir: Path, console: Console | None = None) -> dict[str, Any]:
     """torch -> ONNX -> int8 TFLite for the three graphs; writes export/."""
-    from microt_deploy.export import export_project
-
     project = open_project(project_dir)
     if not (project.checkpoints / "extractor.pt").is_file():
         raise MicrotError(f"no trained extractor in {project.checkpoints}", "run `microt-deploy train` first")
+    from microt_deploy.export import export_project
+
     with progress_bar(console) as update:
         return export_project(project, progress=_epoch_progress(update))
 
@@ -84,13 +84,13 @@ def load_export_info(project: Project) -> dict[str, Any]:
 
 def compile(project_dir: Path, console: Console) -> dict[str, Any]:  # noqa: A001 - the verb's name
     """The three int8 graphs -> one C program on one arena; writes compiled/."""
-    from microt_deploy.compiler import GraphSpec, compile_program, summarize
-
     project = open_project(project_dir)
     paths = {g: project.export_dir / f"{g}.tflite" for g in GRAPHS}
     for path in paths.values():
         if not path.is_file():
             raise MicrotError(f"no {path}", "run `microt-deploy export` first")
+    from microt_deploy.compiler import GraphSpec, compile_program, summarize
+
     specs = [
         GraphSpec(paths["trunk"], prefix=PREFIX["trunk"]),
         GraphSpec(paths["part_head"], prefix=PREFIX["part_head"], input_bindings={0: (PREFIX["trunk"], 0)}),
@@ -103,13 +103,13 @@ def compile(project_dir: Path, console: Console) -> dict[str, Any]:  # noqa: A00
 
 def build(project_dir: Path, board_id: str | None, console: Console) -> Any:
     """Render the firmware for a board and build it; writes firmware/<board>/."""
-    from microt_deploy.firmware.render import render_firmware
-    from microt_deploy.targets import build as build_image
-
     project = open_project(project_dir)
     board = load_board(board_id or project.config["device"]["board"])
     if not (project.compiled_dir / "mdt_model.c").is_file():
         raise MicrotError(f"no compiled model in {project.compiled_dir}", "run `microt-deploy compile` first")
+    from microt_deploy.firmware.render import render_firmware
+    from microt_deploy.targets import build as build_image
+
     fw_dir = project.firmware_dir(board.id)
     render_firmware(project.compiled_dir, board, fw_dir, _firmware_options(project))
     result = build_image(board, fw_dir)
@@ -193,14 +193,14 @@ def _built_image(project: Project, board: Board) -> Path:
 def evaluate(project_dir: Path, board_id: str | None, port: str | None, console: Console, *,
              evaluate: bool = True, ratios: Sequence[float] | None = None) -> dict[str, Any]:
     """Train the heads on the device and (optionally) evaluate staged inference; writes runs/<time>/."""
+    project = open_project(project_dir)
+    board = load_board(board_id or project.config["device"]["board"])
+    info = load_export_info(project)
     from microt_deploy.evaluate import report as reporting
     from microt_deploy.evaluate import session
     from microt_deploy.export import quantize_input
     from microt_deploy.model.data import load_splits
 
-    project = open_project(project_dir)
-    board = load_board(board_id or project.config["device"]["board"])
-    info = load_export_info(project)
     dev_cfg = project.config["device"]
     ratios = list(ratios or project.config["eval"]["ratios"])
     splits = load_splits(project.config)
