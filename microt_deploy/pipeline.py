@@ -206,12 +206,12 @@ def evaluate(project_dir: Path, board_id: str | None, port: str | None, console:
     splits = load_splits(project.config)
     tasks = _task_specs(project, splits)
     n_train = _limit(len(splits["train"].images), int(dev_cfg.get("max_train_samples", 0)))
-    n_calib = len(splits["calib"].images)
+    n_calib = _limit(len(splits["calib"].images), int(dev_cfg.get("max_calib_samples", 0)))
     n_test = _limit(len(splits["test"].images), int(dev_cfg.get("max_test_samples", 0)))
     for t in tasks:
         t.train_labels, t.test_labels = t.train_labels[:n_train], t.test_labels[:n_test]
     train_q = quantize_input(splits["train"].images[:n_train], info)
-    calib_q = quantize_input(splits["calib"].images, info)
+    calib_q = quantize_input(splits["calib"].images[:n_calib], info)
     test_q = quantize_input(splits["test"].images[:n_test], info)
 
     started = time.monotonic()

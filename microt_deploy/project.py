@@ -65,7 +65,9 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "ratio": 0.5,
         "train_epochs": 30,
         "train_lr": 0.05,
+        # 0 = use the whole split; a cap keeps emulated runs short (uploads are ~25 KiB/s in QEMU)
         "max_train_samples": 0,
+        "max_calib_samples": 0,
         "max_test_samples": 0,
     },
     "eval": {
