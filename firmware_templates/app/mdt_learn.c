@@ -1,0 +1,312 @@
+/* Feature store, trainer and stage-decision threshold. All storage is static and sized by
+ * mdt_config.h (MDT_MAX_SLOTS, MDT_MAX_TASKS, MDT_MAX_CLASSES): no heap. */
+#include "mdt_learn.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "mdt_protocol.h"
+
+#if MDT_MAX_SLOTS > 65535
+#error "MDT_MAX_SLOTS must fit the uint16_t shuffle order"
+#endif
+#if MDT_MAX_CLASSES > 255
+#error "labels travel as u8"
+#endif
+
+#define MDT_MAX_DIM (MDT_PART_DIM > MDT_FULL_DIM ? MDT_PART_DIM : MDT_FULL_DIM)
+
+static int8_t store_part[MDT_MAX_SLOTS][MDT_PART_DIM];
+static int8_t store_full[MDT_MAX_SLOTS][MDT_FULL_DIM];
+static uint8_t slot_used[MDT_MAX_SLOTS];
+static uint8_t labels[MDT_MAX_TASKS][MDT_MAX_SLOTS];
+static mdt_task_t tasks[MDT_MAX_TASKS];
+static uint16_t order[MDT_MAX_SLOTS];
+static float scratch_conf[MDT_MAX_SLOTS];
+static float x_buf[MDT_MAX_DIM];
+static float p_buf[MDT_MAX_CLASSES];
+static uint8_t labels_init;
+
+static void init_labels(void)
+{
+    if (!labels_init) {
+        memset(labels, MDT_NO_LABEL, sizeof(labels));
+        labels_init = 1;
+    }
+}
+
+mdt_task_t *mdt_task(uint32_t task)
+{
+    return task < MDT_MAX_TASKS ? &tasks[task] : 0;
+}
+
+int mdt_store_put(uint32_t slot, const int8_t *part, const int8_t *full)
+{
+    if (slot >= MDT_MAX_SLOTS) {
+        return MDT_OUT_OF_RANGE;
+    }
+    memcpy(store_part[slot], part, MDT_PART_DIM);
+    memcpy(store_full[slot], full, MDT_FULL_DIM);
+    slot_used[slot] = 1;
+    return MDT_OK;
+}
+
+static int range_ok(uint32_t first, uint32_t n)
+{
+    return first < MDT_MAX_SLOTS && n <= MDT_MAX_SLOTS - first;
+}
+
+int mdt_set_labels(uint32_t task, uint32_t n_classes, uint32_t first_slot, const uint8_t *lab,
+                   uint32_t count)
+{
+    uint32_t i;
+    mdt_task_t *t = mdt_task(task);
+    init_labels();
+    if (t == 0 || n_classes < 2 || n_classes > MDT_MAX_CLASSES) {
+        return MDT_BAD_ARGUMENT;
+    }
+    if (!range_ok(first_slot, count)) {
+        return MDT_OUT_OF_RANGE;
+    }
+    for (i = 0; i < count; i++) {
+        if (lab[i] >= n_classes) {
+            return MDT_BAD_ARGUMENT;
+        }
+    }
+    if (t->n_classes != n_classes) {
+        memset(t, 0, sizeof(*t));
+        memset(labels[task], MDT_NO_LABEL, sizeof(labels[task]));
+        t->n_classes = (uint16_t)n_classes;
+        t->threshold = MDT_NEVER_EXIT;
+    }
+    memcpy(&labels[task][first_slot], lab, count);
+    return MDT_OK;
+}
+
+static void dequantise(const int8_t *q, uint32_t dim, float scale, int32_t zero_point)
+{
+    uint32_t i;
+    for (i = 0; i < dim; i++) {
+        x_buf[i] = scale * (float)((int32_t)q[i] - zero_point);
+    }
+}
+
+/* Softmax of the head on x_buf into p_buf; returns argmax, *loss = -ln p[y] when y is valid. */
+static uint8_t forward(const float *w, const float *b, uint32_t n_classes, uint32_t dim, uint32_t y,
+                       float *loss, float *confidence)
+{
+    uint32_t c, i;
+    uint8_t best = 0;
+    float m, s = 0.0f, ly = 0.0f;
+    for (c = 0; c < n_classes; c++) {
+        const float *row = &w[c * dim];
+        float acc = b[c];
+        for (i = 0; i < dim; i++) {
+            acc += row[i] * x_buf[i];
+        }
+        p_buf[c] = acc;
+        if (acc > p_buf[best]) {
+            best = (uint8_t)c;
+        }
+    }
+    m = p_buf[best];
+    if (y < n_classes) {
+        ly = p_buf[y] - m; /* kept in the log domain: exp() of a far-off logit underflows */
+    }
+    for (c = 0; c < n_classes; c++) {
+        p_buf[c] = expf(p_buf[c] - m);
+        s += p_buf[c];
+    }
+    for (c = 0; c < n_classes; c++) {
+        p_buf[c] /= s;
+    }
+    if (confidence) {
+        *confidence = 1.0f / s;
+    }
+    if (loss && y < n_classes) {
+        *loss = logf(s) - ly;
+    }
+    return best;
+}
+
+uint8_t mdt_classify(const float *w, const float *b, uint32_t n_classes, uint32_t dim,
+                     const int8_t *q, float scale, int32_t zero_point, float *confidence)
+{
+    dequantise(q, dim, scale, zero_point);
+    return forward(w, b, n_classes, dim, MDT_MAX_CLASSES, 0, confidence);
+}
+
+static void sgd_step(float *w, float *b, uint32_t n_classes, uint32_t dim, uint32_t y, float lr)
+{
+    uint32_t c, i;
+    forward(w, b, n_classes, dim, y, 0, 0);
+    for (c = 0; c < n_classes; c++) {
+        float g = lr * (p_buf[c] - (c == y ? 1.0f : 0.0f));
+        float *row = &w[c * dim];
+        for (i = 0; i < dim; i++) {
+            row[i] -= g * x_buf[i];
+        }
+        b[c] -= g;
+    }
+}
+
+static uint32_t xorshift32(uint32_t *state)
+{
+    uint32_t x = *state;
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    *state = x;
+    return x;
+}
+
+static int slots_ready(uint32_t task, uint32_t first, uint32_t n)
+{
+    uint32_t i;
+    for (i = first; i < first + n; i++) {
+        if (!slot_used[i] || labels[task][i] == MDT_NO_LABEL) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static void evaluate(const mdt_task_t *t, uint32_t task, uint32_t first, uint32_t n, int full,
+                     float *loss_out, float *acc_out)
+{
+    uint32_t i, correct = 0;
+    float total = 0.0f;
+    for (i = first; i < first + n; i++) {
+        float loss = 0.0f;
+        uint8_t pred;
+        uint32_t y = labels[task][i];
+        if (full) {
+            dequantise(store_full[i], MDT_FULL_DIM, MDT_REST_OUTPUT0_SCALE, MDT_REST_OUTPUT0_ZERO_POINT);
+            pred = forward(t->full_w, t->full_b, t->n_classes, MDT_FULL_DIM, y, &loss, 0);
+        } else {
+            dequantise(store_part[i], MDT_PART_DIM, MDT_PART_HEAD_OUTPUT0_SCALE,
+                       MDT_PART_HEAD_OUTPUT0_ZERO_POINT);
+            pred = forward(t->part_w, t->part_b, t->n_classes, MDT_PART_DIM, y, &loss, 0);
+        }
+        total += loss;
+        correct += (pred == y) ? 1u : 0u;
+    }
+    *loss_out = total / (float)n;
+    *acc_out = (float)correct / (float)n;
+}
+
+int mdt_train(uint32_t task, uint32_t epochs, float lr, uint32_t first_slot, uint32_t n_slots,
+              uint32_t seed, float out[4])
+{
+    uint32_t e, i, state = seed ? seed : 0x9E3779B9u;
+    mdt_task_t *t = mdt_task(task);
+    init_labels();
+    if (t == 0 || epochs == 0 || n_slots == 0 || !(lr > 0.0f)) {
+        return MDT_BAD_ARGUMENT;
+    }
+    if (!range_ok(first_slot, n_slots)) {
+        return MDT_OUT_OF_RANGE;
+    }
+    if (t->n_classes == 0 || !slots_ready(task, first_slot, n_slots)) {
+        return MDT_NOT_READY;
+    }
+    memset(t->part_w, 0, sizeof(t->part_w));
+    memset(t->part_b, 0, sizeof(t->part_b));
+    memset(t->full_w, 0, sizeof(t->full_w));
+    memset(t->full_b, 0, sizeof(t->full_b));
+    for (i = 0; i < n_slots; i++) {
+        order[i] = (uint16_t)(first_slot + i);
+    }
+    for (e = 0; e < epochs; e++) {
+        for (i = n_slots - 1; i > 0; i--) {
+            uint32_t j = xorshift32(&state) % (i + 1);
+            uint16_t tmp = order[i];
+            order[i] = order[j];
+            order[j] = tmp;
+        }
+        for (i = 0; i < n_slots; i++) {
+            uint32_t s = order[i];
+            uint32_t y = labels[task][s];
+            dequantise(store_part[s], MDT_PART_DIM, MDT_PART_HEAD_OUTPUT0_SCALE,
+                       MDT_PART_HEAD_OUTPUT0_ZERO_POINT);
+            sgd_step(t->part_w, t->part_b, t->n_classes, MDT_PART_DIM, y, lr);
+            dequantise(store_full[s], MDT_FULL_DIM, MDT_REST_OUTPUT0_SCALE, MDT_REST_OUTPUT0_ZERO_POINT);
+            sgd_step(t->full_w, t->full_b, t->n_classes, MDT_FULL_DIM, y, lr);
+        }
+    }
+    t->trained = 1;
+    evaluate(t, task, first_slot, n_slots, 0, &out[0], &out[1]);
+    evaluate(t, task, first_slot, n_slots, 1, &out[2], &out[3]);
+    return MDT_OK;
+}
+
+/* Heapsort: O(n log n), no recursion, in place. */
+static void sift_down(float *a, uint32_t start, uint32_t end)
+{
+    uint32_t root = start;
+    while (2u * root + 1u < end) {
+        uint32_t child = 2u * root + 1u;
+        if (child + 1u < end && a[child] < a[child + 1u]) {
+            child++;
+        }
+        if (a[root] < a[child]) {
+            float tmp = a[root];
+            a[root] = a[child];
+            a[child] = tmp;
+            root = child;
+        } else {
+            return;
+        }
+    }
+}
+
+static void sort_floats(float *a, uint32_t n)
+{
+    uint32_t i, end;
+    if (n < 2) {
+        return;
+    }
+    for (i = n / 2; i-- > 0;) {
+        sift_down(a, i, n);
+    }
+    for (end = n - 1; end > 0; end--) {
+        float tmp = a[0];
+        a[0] = a[end];
+        a[end] = tmp;
+        sift_down(a, 0, end);
+    }
+}
+
+int mdt_set_ratio(uint32_t task, float ratio, uint32_t first_slot, uint32_t n_slots, float *threshold)
+{
+    uint32_t i, k;
+    mdt_task_t *t = mdt_task(task);
+    if (t == 0 || !(ratio >= 0.0f && ratio <= 1.0f) || n_slots == 0) {
+        return MDT_BAD_ARGUMENT;
+    }
+    if (!range_ok(first_slot, n_slots)) {
+        return MDT_OUT_OF_RANGE;
+    }
+    if (!t->trained) {
+        return MDT_NOT_READY;
+    }
+    for (i = 0; i < n_slots; i++) {
+        if (!slot_used[first_slot + i]) {
+            return MDT_NOT_READY;
+        }
+    }
+    if (ratio == 0.0f) {
+        t->threshold = MDT_NEVER_EXIT;
+    } else {
+        for (i = 0; i < n_slots; i++) {
+            (void)mdt_classify(t->part_w, t->part_b, t->n_classes, MDT_PART_DIM, store_part[first_slot + i],
+                               MDT_PART_HEAD_OUTPUT0_SCALE, MDT_PART_HEAD_OUTPUT0_ZERO_POINT,
+                               &scratch_conf[i]);
+        }
+        sort_floats(scratch_conf, n_slots);
+        k = (uint32_t)((1.0f - ratio) * (float)(n_slots - 1u));
+        t->threshold = scratch_conf[k];
+    }
+    *threshold = t->threshold;
+    return MDT_OK;
+}

@@ -1,0 +1,39 @@
+/* The feature store, the per-task float32 linear heads, the on-device trainer and the
+ * stage-decision threshold (docs/protocol.md, "Feature store and tasks", "Stage decision"). */
+#ifndef MDT_LEARN_H
+#define MDT_LEARN_H
+
+#include <stdint.h>
+
+#include "mdt_config.h"
+#include "mdt_model.h"
+
+#define MDT_PART_DIM MDT_PART_HEAD_OUTPUT0_SIZE
+#define MDT_FULL_DIM MDT_REST_OUTPUT0_SIZE
+#define MDT_NO_LABEL 0xFFu
+#define MDT_NEVER_EXIT 2.0f /* above any softmax probability */
+
+typedef struct {
+    uint16_t n_classes; /* 0: task not configured */
+    uint8_t trained;
+    float threshold;
+    float part_w[MDT_MAX_CLASSES * MDT_PART_DIM];
+    float part_b[MDT_MAX_CLASSES];
+    float full_w[MDT_MAX_CLASSES * MDT_FULL_DIM];
+    float full_b[MDT_MAX_CLASSES];
+} mdt_task_t;
+
+/* NULL when task >= MDT_MAX_TASKS. */
+mdt_task_t *mdt_task(uint32_t task);
+int mdt_store_put(uint32_t slot, const int8_t *part, const int8_t *full);
+int mdt_set_labels(uint32_t task, uint32_t n_classes, uint32_t first_slot, const uint8_t *labels,
+                   uint32_t count);
+/* out: part_loss, part_acc, full_loss, full_acc. */
+int mdt_train(uint32_t task, uint32_t epochs, float lr, uint32_t first_slot, uint32_t n_slots,
+              uint32_t seed, float out[4]);
+int mdt_set_ratio(uint32_t task, float ratio, uint32_t first_slot, uint32_t n_slots, float *threshold);
+/* Prediction of a head on int8 features; *confidence = max softmax. */
+uint8_t mdt_classify(const float *w, const float *b, uint32_t n_classes, uint32_t dim,
+                     const int8_t *q, float scale, int32_t zero_point, float *confidence);
+
+#endif

@@ -1,0 +1,137 @@
+/* Board layer for QEMU mps2-an386 (Cortex-M4F, CMSDK peripherals): UART0 at 0x40004000, SysTick
+ * at the 25 MHz core clock widened to 64 bits by its wrap interrupt, semihosting exit.
+ * Under `-icount shift=0` one instruction takes 1 ns, so one 25 MHz tick is 40 instructions: the
+ * counter is reported in retired instructions (not cycles: QEMU models no pipeline). */
+#include <stdint.h>
+
+#include "mdt_board.h"
+#include "mdt_config.h"
+
+#define REG(addr) (*(volatile uint32_t *)(addr))
+
+#define UART0_BASE 0x40004000u
+#define UART_DATA REG(UART0_BASE + 0x00u)
+#define UART_STATE REG(UART0_BASE + 0x04u)
+#define UART_CTRL REG(UART0_BASE + 0x08u)
+#define UART_INTCLEAR REG(UART0_BASE + 0x0Cu)
+#define UART_BAUDDIV REG(UART0_BASE + 0x10u)
+#define UART_STATE_TXFULL 0x1u
+#define UART_STATE_RXFULL 0x2u
+
+#define SYST_CSR REG(0xE000E010u)
+#define SYST_RVR REG(0xE000E014u)
+#define SYST_CVR REG(0xE000E018u)
+#define SCB_ICSR REG(0xE000ED04u)
+#define ICSR_PENDSTSET (1u << 26)
+#define NVIC_ISER0 REG(0xE000E100u)
+#define UART0_RX_IRQ 0u
+
+#define SYSTICK_HZ 25000000u
+#define SYSTICK_RELOAD 0x00FFFFFFu
+#define INSTRUCTIONS_PER_TICK 40u /* 1e9 ns/s / 25e6 ticks/s under -icount shift=0 */
+
+static volatile uint32_t systick_wraps;
+
+void SysTick_Handler(void);
+void UART0_RX_Handler(void);
+
+void SysTick_Handler(void)
+{
+    systick_wraps++;
+}
+
+void UART0_RX_Handler(void)
+{
+    UART_INTCLEAR = 0x2u; /* only wakes the core from WFI; the byte is read by the main loop */
+}
+
+static uint32_t irq_save(void)
+{
+    uint32_t primask;
+    __asm__ volatile("mrs %0, primask\n cpsid i" : "=r"(primask)::"memory");
+    return primask;
+}
+
+static void irq_restore(uint32_t primask)
+{
+    __asm__ volatile("msr primask, %0" ::"r"(primask) : "memory");
+}
+
+static uint64_t ticks(void)
+{
+    uint32_t primask = irq_save();
+    uint32_t hi = systick_wraps;
+    uint32_t lo = SYST_CVR;
+    if (SCB_ICSR & ICSR_PENDSTSET) { /* wrapped, handler not run yet: read after the wrap */
+        lo = SYST_CVR;
+        hi++;
+    }
+    irq_restore(primask);
+    return ((uint64_t)hi << 24) + (uint64_t)(SYSTICK_RELOAD - lo);
+}
+
+void mdt_board_init(int argc, char **argv)
+{
+    (void)argc;
+    (void)argv;
+    UART_BAUDDIV = SYSTICK_HZ / 115200u;
+    UART_CTRL = 0x1u | 0x2u | 0x8u; /* TX, RX, RX interrupt */
+    NVIC_ISER0 = 1u << UART0_RX_IRQ;
+    SYST_RVR = SYSTICK_RELOAD;
+    SYST_CVR = 0u;
+    SYST_CSR = 0x7u; /* enable, interrupt, core clock */
+}
+
+int mdt_board_read_byte(uint32_t timeout_ms)
+{
+    uint64_t deadline = ticks() + (uint64_t)timeout_ms * (SYSTICK_HZ / 1000u);
+    for (;;) {
+        /* Masked check-then-sleep: a byte arriving in between still wakes WFI. */
+        uint32_t primask = irq_save();
+        if (UART_STATE & UART_STATE_RXFULL) {
+            irq_restore(primask);
+            return (int)(UART_DATA & 0xFFu);
+        }
+        __asm__ volatile("wfi" ::: "memory");
+        irq_restore(primask);
+        if (ticks() >= deadline) {
+            return MDT_READ_TIMEOUT;
+        }
+    }
+}
+
+void mdt_board_write(const uint8_t *data, uint32_t length)
+{
+    uint32_t i;
+    for (i = 0; i < length; i++) {
+        while (UART_STATE & UART_STATE_TXFULL) {
+        }
+        UART_DATA = data[i];
+    }
+}
+
+uint64_t mdt_board_counter(void)
+{
+    return ticks() * INSTRUCTIONS_PER_TICK;
+}
+
+uint8_t mdt_board_counter_unit(void)
+{
+    return MDT_UNIT_INSTRUCTIONS;
+}
+
+uint32_t mdt_board_clock_hz(void)
+{
+    return MDT_CLOCK_HZ;
+}
+
+void mdt_board_exit(int code)
+{
+    /* Semihosting SYS_EXIT_EXTENDED: {ADP_Stopped_ApplicationExit, code}. */
+    volatile uint32_t block[2];
+    block[0] = 0x20026u;
+    block[1] = (uint32_t)code;
+    __asm__ volatile("mov r0, #0x20\n mov r1, %0\n bkpt 0xAB" ::"r"(block) : "r0", "r1", "memory");
+    for (;;) {
+    }
+}

@@ -1,0 +1,164 @@
+"""Renders ``firmware_templates/`` for one board into a self-contained, buildable folder.
+
+Owns: the sizing of every static firmware buffer (feature slots from the board's RAM budget), the
+rendered config header, linker script, Makefile and ``build.json`` (what ``targets.build`` reads),
+and the copy of runtime + app + board layer + compiled model. The folder is written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from microt_deploy import atomic
+from microt_deploy.boards import Board
+from microt_deploy.errors import MicrotError
+
+TEMPLATES = Path(__file__).resolve().parent.parent.parent / "firmware_templates"
+SUPPORTED_FAMILIES = ("host", "cmsdk")
+
+DEFAULTS: dict[str, int] = {
+    "max_tasks": 4,
+    "max_classes": 16,
+    "max_slots": 1536,
+    "max_payload": 4096,
+    "rx_timeout_ms": 200,
+    "stack_bytes": 16384,
+}
+MIN_SLOTS = 16
+# Room for newlib's own data (errno, impure struct) and alignment between sections.
+LIBC_SLACK = 4096
+MODEL_MACROS = (
+    "MDT_ARENA_SIZE",
+    "MDT_TRUNK_INPUT0_SIZE",
+    "MDT_TRUNK_OUTPUT0_SIZE",
+    "MDT_PART_HEAD_OUTPUT0_SIZE",
+    "MDT_REST_OUTPUT0_SIZE",
+)
+
+
+@dataclass(frozen=True)
+class FirmwareConfig:
+    """The sizes rendered into mdt_config.h and the model sizes they were derived from."""
+
+    board: str
+    max_tasks: int
+    max_classes: int
+    max_slots: int
+    max_payload: int
+    rx_timeout_ms: int
+    stack_bytes: int
+    arena_bytes: int
+    input_size: int
+    split_size: int
+    part_dim: int
+    full_dim: int
+    fixed_ram_bytes: int
+    slot_bytes: int
+
+
+def read_model_sizes(header: Path) -> dict[str, int]:
+    """The integer macros of a compiled ``mdt_model.h`` that size the firmware's buffers."""
+    text = header.read_text()
+    sizes = {}
+    for name in MODEL_MACROS:
+        match = re.search(rf"#define\s+{name}\s+\(?\s*(\d+)", text)
+        if not match:
+            raise MicrotError(f"{header} does not define {name}", "recompile the model with `microt-deploy compile`")
+        sizes[name] = int(match.group(1))
+    return sizes
+
+
+def plan_sizes(board: Board, model: dict[str, int], options: dict[str, Any] | None = None) -> FirmwareConfig:
+    """Choose MAX_SLOTS so that arena + buffers + feature store fit the board's RAM."""
+    opts = {**DEFAULTS, **(options or {})}
+    unknown = set(opts) - set(DEFAULTS)
+    if unknown:
+        raise MicrotError(f"unknown firmware options {sorted(unknown)}", f"use only {sorted(DEFAULTS)}")
+    tasks, classes, payload = int(opts["max_tasks"]), int(opts["max_classes"]), int(opts["max_payload"])
+    if not 1 <= tasks <= 255 or not 2 <= classes <= 255:
+        raise MicrotError(f"max_tasks {tasks} / max_classes {classes} out of range",
+                          "use 1..255 tasks and 2..255 classes")
+    if not 64 <= payload <= 65535:
+        raise MicrotError(f"max_payload {payload} out of range", "use 64..65535 bytes")
+    part, full = model["MDT_PART_HEAD_OUTPUT0_SIZE"], model["MDT_REST_OUTPUT0_SIZE"]
+    heads = tasks * (4 * classes * (part + full + 2) + 16)
+    fixed = (model["MDT_ARENA_SIZE"] + model["MDT_TRUNK_INPUT0_SIZE"] + model["MDT_TRUNK_OUTPUT0_SIZE"]
+             + part + full + 3 * payload + 32 + heads + 4 * (max(part, full) + classes)
+             + int(opts["stack_bytes"]) + LIBC_SLACK)
+    slot_bytes = part + full + 1 + tasks + 2 + 4  # features, used flag, labels, shuffle order, confidence
+    max_slots = min(int(opts["max_slots"]), 65535)
+    if board.ram_bytes:
+        fit = (board.ram_bytes - fixed) // slot_bytes
+        if fit < MIN_SLOTS:
+            raise MicrotError(
+                f"model does not fit {board.id}: arena {model['MDT_ARENA_SIZE']:,} B + buffers "
+                f"{fixed - model['MDT_ARENA_SIZE']:,} B leave room for {max(fit, 0)} feature slots "
+                f"(need {MIN_SLOTS}) in {board.ram_bytes:,} B of RAM",
+                "choose an earlier split, a smaller model, fewer tasks/classes, or a board with more RAM",
+            )
+        max_slots = min(max_slots, fit)
+    return FirmwareConfig(
+        board=board.id, max_tasks=tasks, max_classes=classes, max_slots=max_slots, max_payload=payload,
+        rx_timeout_ms=int(opts["rx_timeout_ms"]), stack_bytes=int(opts["stack_bytes"]),
+        arena_bytes=model["MDT_ARENA_SIZE"], input_size=model["MDT_TRUNK_INPUT0_SIZE"],
+        split_size=model["MDT_TRUNK_OUTPUT0_SIZE"], part_dim=part, full_dim=full,
+        fixed_ram_bytes=fixed, slot_bytes=slot_bytes,
+    )
+
+
+def _toolchain(board: Board) -> dict[str, Any]:
+    warn = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-I."]
+    if board.family == "host":
+        return {"cc": "gcc", "cflags": warn, "ldflags": ["-lm"], "image": "firmware_host"}
+    return {
+        "cc": "arm-none-eabi-gcc",
+        "cflags": [*warn, *board.cpu_flags, "-ffunction-sections", "-fdata-sections"],
+        "ldflags": ["-T", "link.ld", "-nostartfiles", "--specs=nano.specs", "-Wl,--gc-sections",
+                    "-Wl,--print-memory-usage", "-Wl,-Map=firmware.map", "-lm"],
+        "image": "firmware.elf",
+    }
+
+
+def _copy_sources(src: Path, dst: Path) -> list[str]:
+    names = []
+    for path in sorted(src.glob("*")):
+        if path.suffix in (".c", ".h") and path.is_file():
+            shutil.copy2(path, dst / path.name)
+            if path.suffix == ".c":
+                names.append(path.name)
+    return names
+
+
+def render_firmware(compiled_dir: Path, board: Board, out_dir: Path,
+                    options: dict[str, Any] | None = None) -> FirmwareConfig:
+    """Render the firmware for ``board`` from ``compiled_dir`` (mdt_model.h/.c) into ``out_dir``."""
+    compiled_dir, out_dir = Path(compiled_dir), Path(out_dir)
+    if board.family not in SUPPORTED_FAMILIES:
+        raise MicrotError(f"no board layer for {board.id} (family '{board.family}') yet",
+                          f"use one of the families {', '.join(SUPPORTED_FAMILIES)} (e.g. --board qemu_mps2_an386)")
+    header = compiled_dir / "mdt_model.h"
+    if not header.is_file() or not (compiled_dir / "mdt_model.c").is_file():
+        raise MicrotError(f"no compiled model (mdt_model.h/.c) in {compiled_dir}", "run `microt-deploy compile` first")
+    config = plan_sizes(board, read_model_sizes(header), options)
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined,
+                             keep_trailing_newline=True)
+    tool = _toolchain(board)
+    with atomic.staged_dir(out_dir) as tmp:
+        sources: list[str] = []
+        for folder in (TEMPLATES / "runtime", TEMPLATES / "app", TEMPLATES / "boards" / board.family, compiled_dir):
+            sources += _copy_sources(folder, tmp)
+        values = {**asdict(config), "board": board, "flash_bytes": board.flash_bytes, "ram_bytes": board.ram_bytes}
+        (tmp / "mdt_config.h").write_text(env.get_template("app/mdt_config.h.j2").render(**values))
+        if (TEMPLATES / "boards" / board.family / "link.ld.j2").is_file():
+            (tmp / "link.ld").write_text(env.get_template(f"boards/{board.family}/link.ld.j2").render(**values))
+        (tmp / "Makefile").write_text(env.get_template("app/Makefile.j2").render(board=board, sources=sources, **tool))
+        build = {"board": board.id, "family": board.family, "sources": sources, **tool, "config": asdict(config)}
+        (tmp / "build.json").write_text(json.dumps(build, indent=2) + "\n")
+    return config
