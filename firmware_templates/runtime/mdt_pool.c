@@ -1,0 +1,120 @@
+/* mdt_pool.c - AVERAGE_POOL_2D, MAX_POOL_2D and MEAN over H,W; bit-exact with TFLite's
+ * reference_integer_ops::AveragePool / MaxPool and the three int8 MEAN paths of reduce.cc. */
+#include "mdt_fixedpoint.h"
+#include "mdt_runtime.h"
+
+/* The window clipped to the image, as the reference computes it. */
+static void window(int32_t origin, int32_t k, int32_t size, int32_t *start, int32_t *end)
+{
+    *start = origin < 0 ? -origin : 0;
+    *end = size - origin < k ? size - origin : k;
+}
+
+static void pool(const mdt_pool_params *p, const int8_t *input, int8_t *output, int is_max)
+{
+    int32_t b, oy, ox, c, fy, fx;
+    for (b = 0; b < p->batches; ++b) {
+        const int8_t *in_b = input + b * p->in_h * p->in_w * p->channels;
+        for (oy = 0; oy < p->out_h; ++oy) {
+            const int32_t iy0 = oy * p->stride_h - p->pad_h;
+            int32_t fy0, fy1;
+            window(iy0, p->k_h, p->in_h, &fy0, &fy1);
+            for (ox = 0; ox < p->out_w; ++ox) {
+                const int32_t ix0 = ox * p->stride_w - p->pad_w;
+                int32_t fx0, fx1;
+                window(ix0, p->k_w, p->in_w, &fx0, &fx1);
+                for (c = 0; c < p->channels; ++c) {
+                    int32_t acc = is_max ? -128 : 0;
+                    int32_t count = 0;
+                    for (fy = fy0; fy < fy1; ++fy) {
+                        for (fx = fx0; fx < fx1; ++fx) {
+                            const int32_t v = in_b[((iy0 + fy) * p->in_w + ix0 + fx) * p->channels + c];
+                            if (is_max) {
+                                acc = v > acc ? v : acc;
+                            } else {
+                                acc += v;
+                            }
+                            ++count;
+                        }
+                    }
+                    if (!is_max) {
+                        if (count == 0) {
+                            acc = 0; /* the reference refuses this shape; the compiler never emits it */
+                        } else {
+                            acc = acc > 0 ? (acc + count / 2) / count : (acc - count / 2) / count;
+                        }
+                    }
+                    *output++ = (int8_t)mdt_clamp(acc, p->act_min, p->act_max);
+                }
+            }
+        }
+    }
+}
+
+void mdt_avg_pool(const mdt_pool_params *p, const int8_t *input, int8_t *output)
+{
+    pool(p, input, output, 0);
+}
+
+void mdt_max_pool(const mdt_pool_params *p, const int8_t *input, int8_t *output)
+{
+    pool(p, input, output, 1);
+}
+
+/* Round half away from zero in float, without libm (|x| is bounded by the caller). */
+static float round_away(float x)
+{
+    const float t = (float)(int32_t)x;
+    const float frac = x - t;
+    if (frac >= 0.5f) {
+        return t + 1.0f;
+    }
+    if (frac <= -0.5f) {
+        return t - 1.0f;
+    }
+    return t;
+}
+
+static int8_t mean_float(const mdt_mean_params *p, int32_t sum, int32_t n)
+{
+    /* volatile keeps the compiler from fusing multiply and add: the reference rounds each. */
+    volatile float scaled = ((float)sum / (float)n) * p->scale;
+    float x = scaled + p->bias;
+    float r;
+    if (x > 1e6f) {
+        x = 1e6f;
+    } else if (x < -1e6f) {
+        x = -1e6f;
+    }
+    r = round_away(x) + (float)p->output_zero_point;
+    r = r < 127.0f ? r : 127.0f;
+    r = r > -128.0f ? r : -128.0f;
+    return (int8_t)(int32_t)r;
+}
+
+void mdt_mean_hw(const mdt_mean_params *p, const int8_t *input, int8_t *output)
+{
+    const int32_t n = p->in_h * p->in_w;
+    int32_t b, c, i;
+    for (b = 0; b < p->batches; ++b) {
+        const int8_t *in_b = input + b * n * p->channels;
+        for (c = 0; c < p->channels; ++c) {
+            int32_t sum = 0;
+            int32_t out;
+            for (i = 0; i < n; ++i) {
+                sum += in_b[i * p->channels + c];
+            }
+            if (p->mode == MDT_MEAN_SAME_QUANT) {
+                out = sum / n;
+            } else if (p->mode == MDT_MEAN_FLOAT) {
+                *output++ = mean_float(p, sum, n);
+                continue;
+            } else {
+                out = mdt_mbqm(sum - p->input_zero_point * n, p->multiplier, p->shift);
+                out = out > 0 ? (out + n / 2) / n : (out - n / 2) / n;
+                out = mdt_clamp(out + p->output_zero_point, -128, 127);
+            }
+            *output++ = (int8_t)out;
+        }
+    }
+}

@@ -1,0 +1,294 @@
+"""Program compilation: graphs -> lowered layers -> arena plan -> generated C (header, source) and
+plan.json. The emitted C is a straight sequence of kernel calls on one arena; no interpreter."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .. import atomic
+from ..errors import MicrotError
+from .ir import Graph
+from .ops import Layer, Ref, lower_op
+from .planner import ALIGN, Buffer, align, place
+from .reader import read_model
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_CTYPES = {"int8": "int8_t", "int32": "int32_t"}
+
+
+@dataclass
+class GraphSpec:
+    """One graph of a program: its .tflite (path or bytes), its C prefix, and which of its inputs are
+    the very buffers of earlier graphs' outputs: ``input_bindings = {i: (other_prefix, j)}``."""
+
+    model: str | Path | bytes
+    prefix: str
+    input_bindings: dict[int, tuple[str, int]] = field(default_factory=dict)
+
+
+@dataclass
+class _Compiled:
+    spec: GraphSpec
+    graph: Graph
+    layers: list[Layer]
+    start: int = 0  # program step where the graph's inputs are written
+    end: int = 0  # program step of its last layer
+
+
+def _lower(spec: GraphSpec) -> _Compiled:
+    graph = read_model(spec.model, name=spec.prefix)
+    layers = []
+    for op in graph.ops:
+        layer = lower_op(graph, op)
+        src, dst = graph.t(layer.args[0]), graph.t(layer.args[-1])
+        if layer.alias and src.is_const:  # a reshaped constant is just a constant
+            dst.data = src.data.reshape(dst.shape)
+            continue
+        layers.append(layer)
+    return _Compiled(spec, graph, layers)
+
+
+def _check_program(graphs: list[GraphSpec]) -> None:
+    if not graphs:
+        raise MicrotError("no graphs to compile", "pass at least one GraphSpec")
+    seen: set[str] = set()
+    for spec in graphs:
+        if not _IDENT.match(spec.prefix) or spec.prefix.upper().startswith("MDT"):
+            raise MicrotError(f"graph prefix '{spec.prefix}' is not a usable C identifier",
+                              "use letters, digits and underscores, not starting with a digit or 'mdt'")
+        if spec.prefix.lower() in seen:
+            raise MicrotError(f"graph prefix '{spec.prefix}' is used twice", "give every graph its own prefix")
+        seen.add(spec.prefix.lower())
+
+
+def _plan(compiled: list[_Compiled]) -> list[Buffer]:
+    """Union aliased tensors into buffers and compute each buffer's live range in program steps."""
+    parent: dict[tuple[int, int], tuple[int, int]] = {}
+
+    def find(k):
+        while parent.setdefault(k, k) != k:
+            parent[k] = parent[parent[k]]
+            k = parent[k]
+        return k
+
+    def union(a, b):
+        parent[find(a)] = find(b)
+
+    prefixes = {c.spec.prefix: gi for gi, c in enumerate(compiled)}
+    first: dict[tuple[int, int], int] = {}
+    last: dict[tuple[int, int], int] = {}
+
+    def touch(key, step, define=False):
+        if define:
+            first[key] = min(first.get(key, step), step)
+        last[key] = max(last.get(key, step), step)
+
+    step = 0
+    for gi, c in enumerate(compiled):
+        g = c.graph
+        c.start = step
+        for idx in g.inputs:
+            touch((gi, idx), step, define=True)
+        for layer in c.layers:
+            step += 1
+            for idx in layer.args[:-1]:
+                if not g.t(idx).is_const:
+                    touch((gi, idx), step)
+            touch((gi, layer.args[-1]), step, define=True)
+            if layer.alias:
+                union((gi, layer.args[-1]), (gi, layer.args[0]))
+        c.end = step
+        step += 1
+        for i, (other, j) in c.spec.input_bindings.items():
+            if other not in prefixes or prefixes[other] >= gi:
+                raise MicrotError(f"graph '{c.spec.prefix}' binds input {i} to '{other}', which is not an "
+                                  "earlier graph", "list the producing graph first")
+            src_c = compiled[prefixes[other]]
+            if not 0 <= i < len(g.inputs) or not 0 <= j < len(src_c.graph.outputs):
+                raise MicrotError(f"graph '{c.spec.prefix}' binds input {i} to output {j} of '{other}', "
+                                  "which does not exist", "fix input_bindings")
+            a, b = g.t(g.inputs[i]), src_c.graph.t(src_c.graph.outputs[j])
+            if a.shape != b.shape or a.qscale != b.qscale or a.qzero != b.qzero:
+                raise MicrotError(
+                    f"input {i} '{a.name}' of '{c.spec.prefix}' {list(a.shape)} scale {a.qscale} zp {a.qzero} "
+                    f"does not match output {j} '{b.name}' of '{other}' {list(b.shape)} scale {b.qscale} "
+                    f"zp {b.qzero}", "calibrate both graphs on the same split activation and re-export")
+            union((gi, g.inputs[i]), (prefixes[other], src_c.graph.outputs[j]))
+            touch((gi, g.inputs[i]), c.end)  # kept intact until this reader has finished
+        for idx in g.outputs:  # the firmware reads outputs until the next graph's inputs are written
+            touch((gi, idx), c.end + 1)
+
+    groups: dict[tuple[int, int], Buffer] = {}
+    for key in sorted(first.keys() | last.keys()):
+        root = find(key)
+        gi, idx = key
+        t = compiled[gi].graph.t(idx)
+        buf = groups.get(root)
+        if buf is None:
+            buf = groups[root] = Buffer(len(groups), t.nbytes, first.get(key, last[key]), last[key])
+        buf.size = max(buf.size, t.nbytes)
+        buf.first = min(buf.first, first.get(key, last[key]))
+        buf.last = max(buf.last, last[key])
+        buf.tensors.append(f"{compiled[gi].spec.prefix}:{t.name}")
+    buffers = list(groups.values())
+    place(buffers)
+    _buffer_of.clear()
+    for key in first.keys() | last.keys():
+        _buffer_of[key] = groups[find(key)]
+    return buffers
+
+
+_buffer_of: dict[tuple[int, int], Buffer] = {}
+
+
+def _c_array(name: str, ctype: str, values: np.ndarray) -> str:
+    flat = [str(int(v)) for v in np.asarray(values).reshape(-1)]
+    rows = [", ".join(flat[i:i + 24]) for i in range(0, len(flat), 24)] or ["0"]
+    body = ",\n    ".join(rows)
+    return f"static const {ctype} {name}[{max(len(flat), 1)}] = {{\n    {body}\n}};\n"
+
+
+def _c_value(v, layer_name: str) -> str:
+    if v is None:
+        return "NULL"
+    if isinstance(v, Ref):
+        return f"{layer_name}_{v.suffix}"
+    if isinstance(v, str):
+        return v
+    if isinstance(v, float):
+        return f"{float(np.float32(v)).hex()}f"
+    if isinstance(v, list | tuple):
+        return "{" + ", ".join(_c_value(x, layer_name) for x in v) + "}"
+    return str(int(v))
+
+
+def _emit_graph(gi: int, c: _Compiled, out: list[str]) -> int:
+    """Append the graph's const data and run function to ``out``; return its const bytes."""
+    p, g = c.spec.prefix, c.graph
+    const_bytes = 0
+    consts_done: set[int] = set()
+    calls = []
+    for li, layer in enumerate(c.layers):
+        name = f"{p}_l{li}"
+        for suffix, arr in layer.arrays.items():
+            ctype = "int8_t" if arr.dtype == np.int8 else "int32_t"
+            out.append(_c_array(f"{name}_{suffix}", ctype, arr))
+            const_bytes += arr.size * (1 if ctype == "int8_t" else 4)
+        ptrs = []
+        for idx in layer.args:
+            t = g.t(idx)
+            if t.is_const:
+                if idx not in consts_done:
+                    out.append(_c_array(f"{p}_c{idx}", "int8_t", t.data.astype(np.int8)))
+                    const_bytes += t.size
+                    consts_done.add(idx)
+                ptrs.append(f"{p}_c{idx}")
+            else:
+                ptrs.append(f"arena + {_buffer_of[(gi, idx)].offset}")
+        if layer.alias:
+            calls.append(f"    /* layer {li}: {layer.op.code} aliases its input (no copy) */")
+            continue
+        if layer.params_type is None:
+            call = f"{layer.kernel}({layer.fields['size']}, {', '.join(ptrs)});"
+        else:
+            inits = ",\n    ".join(f".{k} = {_c_value(v, name)}" for k, v in layer.fields.items())
+            out.append(f"static const {layer.params_type} {name} = {{\n    {inits}\n}};\n")
+            call = f"{layer.kernel}(&{name}, {', '.join(ptrs)});"
+        calls.append(f"    MDT_LAYER_BEGIN({gi}, {li}); /* {layer.op.code} */\n    {call}\n"
+                     f"    MDT_LAYER_END({gi}, {li});")
+    out.append(f"void {p}_run(int8_t *arena)\n{{\n" + "\n".join(calls) + "\n}\n")
+    return const_bytes
+
+
+def _io_macros(gi: int, c: _Compiled) -> list[str]:
+    pu = c.spec.prefix.upper()
+    g = c.graph
+    lines = [f"/* graph {gi}: {c.spec.prefix} */",
+             f"#define {pu}_NUM_LAYERS {len(c.layers)}",
+             f"#define {pu}_NUM_INPUTS {len(g.inputs)}",
+             f"#define {pu}_NUM_OUTPUTS {len(g.outputs)}"]
+    for kind, idxs in (("INPUT", g.inputs), ("OUTPUT", g.outputs)):
+        for i, idx in enumerate(idxs):
+            t, buf = g.t(idx), _buffer_of[(gi, idx)]
+            m = f"{pu}_{kind}{i}"
+            lines += [f"#define {m}_OFFSET {buf.offset}", f"#define {m}_SIZE {t.nbytes}",
+                      f"#define {m}_SCALE {float(np.float32(t.qscale)):.9g}f",
+                      f"#define {m}_ZERO_POINT ({t.qzero})", f"#define {m}_RANK {len(t.shape)}"]
+            lines += [f"#define {m}_DIM{k} {d}" for k, d in enumerate(t.shape)]
+    lines.append(f"void {c.spec.prefix}_run(int8_t *arena);")
+    return lines
+
+
+def compile_program(graphs: list[GraphSpec], out_dir: str | Path, header_name: str = "mdt_model") -> dict:
+    """Compile graphs that run in list order on one arena; write ``<header_name>.h/.c`` and plan.json.
+
+    Returns the plan (the same dict as plan.json). Raises MicrotError on anything unsupported, before
+    any file is written.
+    """
+    if not _IDENT.match(header_name):
+        raise MicrotError(f"header name '{header_name}' is not a C identifier", "use e.g. mdt_model")
+    _check_program(graphs)
+    compiled = [_lower(spec) for spec in graphs]
+    buffers = _plan(compiled)
+    peak = max((b.offset + b.size for b in buffers), default=0)
+    arena = max(align(peak), ALIGN)
+    guard = header_name.upper() + "_H"
+    header = [f"/* Generated by microt-deploy: {len(compiled)} graph(s) on one {arena}-byte arena. */",
+              f"#ifndef {guard}", f"#define {guard}", "", "#include <stdint.h>", "",
+              f"#define MDT_ARENA_SIZE {arena}", f"#define MDT_ARENA_PEAK_BYTES {peak}",
+              f"#define MDT_ARENA_ALIGN {ALIGN}", "",
+              "/* Per-layer hooks for profiling; define them before including this header. */",
+              "#ifndef MDT_LAYER_BEGIN", "#define MDT_LAYER_BEGIN(graph, layer) ((void)0)", "#endif",
+              "#ifndef MDT_LAYER_END", "#define MDT_LAYER_END(graph, layer) ((void)0)", "#endif", ""]
+    source = [f"/* Generated by microt-deploy. */\n#include <stddef.h>\n#include \"mdt_runtime.h\"\n"
+              f"#include \"{header_name}.h\"\n"]
+    plan_graphs = []
+    total_const = 0
+    for gi, c in enumerate(compiled):
+        header += _io_macros(gi, c) + [""]
+        const_bytes = _emit_graph(gi, c, source)
+        total_const += const_bytes
+        plan_graphs.append(_graph_plan(gi, c, const_bytes))
+    header.append(f"#endif /* {guard} */")
+    plan = {
+        "version": 1, "header": header_name, "arena_bytes": peak, "arena_size": arena, "align": ALIGN,
+        "const_bytes": total_const, "macs": sum(g["macs"] for g in plan_graphs), "graphs": plan_graphs,
+        "buffers": [{"id": b.id, "offset": b.offset, "size": b.size, "first": b.first, "last": b.last,
+                     "tensors": b.tensors} for b in buffers],
+    }
+    out = Path(out_dir)
+    atomic.write_text(out / f"{header_name}.h", "\n".join(header) + "\n")
+    atomic.write_text(out / f"{header_name}.c", "\n".join(source))
+    atomic.write_text(out / "plan.json", json.dumps(plan, indent=1) + "\n")
+    return plan
+
+
+def _graph_plan(gi: int, c: _Compiled, const_bytes: int) -> dict:
+    g = c.graph
+
+    def io(idx: int) -> dict:
+        t, buf = g.t(idx), _buffer_of[(gi, idx)]
+        return {"name": t.name, "shape": list(t.shape), "offset": buf.offset, "size": t.nbytes,
+                "scale": float(t.qscale), "zero_point": t.qzero, "buffer": buf.id}
+
+    layers = []
+    for li, layer in enumerate(c.layers):
+        t = g.t(layer.args[-1])
+        buf = _buffer_of[(gi, layer.args[-1])]
+        layers.append({"index": li, "op": layer.op.code, "tflite_op": layer.op.index, "output": t.name,
+                       "output_shape": list(t.shape), "macs": layer.macs, "weight_bytes": layer.weight_bytes,
+                       "output_offset": buf.offset, "output_size": t.nbytes, "buffer": buf.id,
+                       "step": c.start + 1 + li, "alias": layer.alias,
+                       "inputs": [{"name": g.t(i).name, "const": g.t(i).is_const,
+                                   "buffer": None if g.t(i).is_const else _buffer_of[(gi, i)].id}
+                                  for i in layer.args[:-1]]})
+    return {"prefix": c.spec.prefix, "index": gi, "start_step": c.start, "end_step": c.end,
+            "inputs": [io(i) for i in g.inputs], "outputs": [io(i) for i in g.outputs],
+            "bindings": {str(k): list(v) for k, v in c.spec.input_bindings.items()},
+            "layers": layers, "macs": sum(la["macs"] for la in layers), "const_bytes": const_bytes,
+            "weight_bytes": sum(la["weight_bytes"] for la in layers)}

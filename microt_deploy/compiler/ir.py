@@ -1,0 +1,72 @@
+"""The compiler's graph IR: tensors and ops read from one .tflite subgraph, nothing TFLite-specific left."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Tensor:
+    """One tensor of the graph; ``data`` is set for constants (weights, biases, axes, paddings)."""
+
+    index: int
+    name: str
+    shape: tuple[int, ...]
+    dtype: str  # numpy dtype name: "int8", "int32", "float32", ...
+    scale: np.ndarray  # float32, empty when not quantised
+    zero_point: np.ndarray  # int64, same length as scale
+    quantized_dimension: int = 0
+    data: np.ndarray | None = None
+
+    @property
+    def is_const(self) -> bool:
+        return self.data is not None
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * np.dtype(self.dtype).itemsize
+
+    @property
+    def qscale(self) -> float:
+        """The per-tensor scale as TFLite's params.scale (the first one)."""
+        return float(self.scale[0])
+
+    @property
+    def qzero(self) -> int:
+        return int(self.zero_point[0])
+
+
+@dataclass
+class Op:
+    """One operator: its builtin name, tensor indices (-1 = omitted optional input) and options."""
+
+    index: int
+    code: str
+    inputs: list[int]
+    outputs: list[int]
+    options: dict = field(default_factory=dict)
+
+
+@dataclass
+class Graph:
+    """A single-subgraph model: ops in execution order."""
+
+    name: str
+    tensors: list[Tensor]
+    ops: list[Op]
+    inputs: list[int]
+    outputs: list[int]
+
+    def t(self, index: int) -> Tensor:
+        return self.tensors[index]
+
+    def describe(self, op: Op) -> str:
+        """How error messages name an op: its index, builtin name and output tensor."""
+        out = self.tensors[op.outputs[0]].name if op.outputs else "?"
+        return f"op {op.index} {op.code} (output '{out}')"
