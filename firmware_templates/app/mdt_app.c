@@ -33,6 +33,7 @@ static void run_trunk_and_part(stage_counts_t *c)
 {
     uint64_t t0, t1, t2;
     memcpy(&arena[MDT_TRUNK_INPUT0_OFFSET], input_buf, INPUT_SIZE);
+    mdt_board_counter_align();
     t0 = mdt_board_counter();
     mdt_trunk_run(arena);
     t1 = mdt_board_counter();
@@ -190,6 +191,7 @@ static uint16_t cmd_train(const uint8_t *p, uint16_t len)
     if (len != 19) {
         return status_only(MDT_BAD_LENGTH);
     }
+    mdt_board_counter_align();
     t0 = mdt_board_counter();
     st = mdt_train(p[0], mdt_get_u16(p + 1), mdt_get_f32(p + 3), mdt_get_u32(p + 7), mdt_get_u32(p + 11),
                    mdt_get_u32(p + 15), out);

@@ -18,6 +18,9 @@ int mdt_board_read_byte(uint32_t timeout_ms);
 void mdt_board_write(const uint8_t *data, uint32_t length);
 /* Free-running 64-bit counter in mdt_board_counter_unit() units. */
 uint64_t mdt_board_counter(void);
+/* Wait for the next counter tick, so that deltas measured from here on are reproducible where the
+ * counter is coarser than one unit (a no-op where it does not matter). */
+void mdt_board_counter_align(void);
 uint8_t mdt_board_counter_unit(void);
 uint32_t mdt_board_clock_hz(void);
 void mdt_board_exit(int code);

@@ -88,6 +88,7 @@ def _launch_host(image: Path, limit_s: float) -> Iterator[serial.Serial]:
     port = None
     try:
         port = serial.Serial(os.ttyname(slave), baudrate=115200, timeout=0.1)
+        port.process = proc  # lets callers check the firmware's exit status
         os.close(slave)
         slave = -1
         yield port
@@ -124,6 +125,7 @@ def _launch_qemu(board: Board, image: Path, limit_s: float) -> Iterator[serial.S
                               f"run the command by hand to see why: {' '.join(qemu_command(board, image, port_no))}")
         stderr.seek(0)
         stderr.truncate()
+    port.process = proc
     try:
         yield port
     finally:

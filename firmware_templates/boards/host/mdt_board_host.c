@@ -93,6 +93,10 @@ uint64_t mdt_board_counter(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+void mdt_board_counter_align(void)
+{
+}
+
 uint8_t mdt_board_counter_unit(void)
 {
     return MDT_UNIT_NS;
