@@ -1,4 +1,5 @@
-/* mdt_misc.c - PAD / PADV2 (int8, constant value), QUANTIZE int8->int8 (requantize) and the
+/* mdt_misc.c - PAD / PADV2 (int8, constant value), QUANTIZE int8->int8 and standalone
+ * RELU/RELU6 (requantize + clamp) and the
  * plain copy used when a RESHAPE cannot alias its input. */
 #include "mdt_fixedpoint.h"
 #include "mdt_runtime.h"
@@ -35,7 +36,7 @@ void mdt_requantize(const mdt_requant_params *p, const int8_t *input, int8_t *ou
     for (i = 0; i < p->size; ++i) {
         const int32_t out = mdt_mbqm((int32_t)input[i] - p->input_zero_point, p->multiplier, p->shift) +
                             p->output_zero_point;
-        output[i] = (int8_t)mdt_clamp(out, -128, 127);
+        output[i] = (int8_t)mdt_clamp(out, p->act_min, p->act_max);
     }
 }
 

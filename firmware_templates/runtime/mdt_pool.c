@@ -61,37 +61,6 @@ void mdt_max_pool(const mdt_pool_params *p, const int8_t *input, int8_t *output)
     pool(p, input, output, 1);
 }
 
-/* Round half away from zero in float, without libm (|x| is bounded by the caller). */
-static float round_away(float x)
-{
-    const float t = (float)(int32_t)x;
-    const float frac = x - t;
-    if (frac >= 0.5f) {
-        return t + 1.0f;
-    }
-    if (frac <= -0.5f) {
-        return t - 1.0f;
-    }
-    return t;
-}
-
-static int8_t mean_float(const mdt_mean_params *p, int32_t sum, int32_t n)
-{
-    /* volatile keeps the compiler from fusing multiply and add: the reference rounds each. */
-    volatile float scaled = ((float)sum / (float)n) * p->scale;
-    float x = scaled + p->bias;
-    float r;
-    if (x > 1e6f) {
-        x = 1e6f;
-    } else if (x < -1e6f) {
-        x = -1e6f;
-    }
-    r = round_away(x) + (float)p->output_zero_point;
-    r = r < 127.0f ? r : 127.0f;
-    r = r > -128.0f ? r : -128.0f;
-    return (int8_t)(int32_t)r;
-}
-
 void mdt_mean_hw(const mdt_mean_params *p, const int8_t *input, int8_t *output)
 {
     const int32_t n = p->in_h * p->in_w;
@@ -106,9 +75,9 @@ void mdt_mean_hw(const mdt_mean_params *p, const int8_t *input, int8_t *output)
             }
             if (p->mode == MDT_MEAN_SAME_QUANT) {
                 out = sum / n;
-            } else if (p->mode == MDT_MEAN_FLOAT) {
-                *output++ = mean_float(p, sum, n);
-                continue;
+            } else if (p->mode == MDT_MEAN_FOLD) {
+                out = mdt_mbqm(sum - p->input_zero_point * n, p->multiplier, p->shift);
+                out = mdt_clamp(out + p->output_zero_point, -128, 127);
             } else {
                 out = mdt_mbqm(sum - p->input_zero_point * n, p->multiplier, p->shift);
                 out = out > 0 ? (out + n / 2) / n : (out - n / 2) / n;

@@ -3,8 +3,7 @@
  *
  * Every kernel reproduces TFLite's reference int8 kernel bit for bit. All quantisation
  * parameters (multipliers, shifts, offsets, activation ranges) are computed at compile time
- * and passed in const params structs; the kernels only do integer arithmetic (the one
- * exception is MEAN's float path, which TFLite itself computes in float). No heap, C99.
+ * and passed in const params structs; the kernels only do integer arithmetic. No heap, C99.
  */
 #ifndef MDT_RUNTIME_H
 #define MDT_RUNTIME_H
@@ -62,11 +61,13 @@ typedef struct {
 } mdt_pool_params;
 
 /* MEAN over H and W of an NHWC tensor; the path mirrors the one TFLite's reference picks. */
-enum { MDT_MEAN_INT = 0, MDT_MEAN_SAME_QUANT = 1, MDT_MEAN_FLOAT = 2 };
+/* MDT_MEAN_INT: requantize the sum, then divide by the count with rounding (keep_dims);
+ * MDT_MEAN_SAME_QUANT: truncating integer mean (input and output params equal);
+ * MDT_MEAN_FOLD: 1/count folded into the multiplier at compile time. */
+enum { MDT_MEAN_INT = 0, MDT_MEAN_SAME_QUANT = 1, MDT_MEAN_FOLD = 2 };
 typedef struct {
     int32_t batches, in_h, in_w, channels, mode;
     int32_t input_zero_point, output_zero_point, multiplier, shift;
-    float scale, bias;                /* MDT_MEAN_FLOAT only */
 } mdt_mean_params;
 
 typedef struct {
@@ -78,8 +79,9 @@ typedef struct {
     int32_t outer, depth, input_multiplier, input_left_shift, diff_min;
 } mdt_softmax_params;
 
+/* QUANTIZE int8 -> int8 and standalone RELU / RELU6 / RELU_N1_TO_1 (a requantize and a clamp). */
 typedef struct {
-    int32_t size, input_zero_point, output_zero_point, multiplier, shift;
+    int32_t size, input_zero_point, output_zero_point, multiplier, shift, act_min, act_max;
 } mdt_requant_params;
 
 void mdt_conv2d(const mdt_conv_params *p, const int8_t *input, int8_t *output);

@@ -13,7 +13,7 @@ from .ir import Graph, Op, Tensor
 
 SUPPORTED_OPS = (
     "ADD", "AVERAGE_POOL_2D", "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MAX_POOL_2D",
-    "MEAN", "PAD", "PADV2", "QUANTIZE", "RESHAPE", "SOFTMAX",
+    "MEAN", "PAD", "PADV2", "QUANTIZE", "RELU", "RELU6", "RELU_N1_TO_1", "RESHAPE", "SOFTMAX",
 )
 REEXPORT_HINT = (
     "re-export with full-integer int8 quantization (TFLiteConverter with a representative_dataset, "

@@ -23,6 +23,9 @@ LOWERINGS: dict[str, Callable[[Graph, Op], Layer]] = {
     "PAD": lower_pad,
     "PADV2": lower_pad,
     "QUANTIZE": lower_quantize,
+    "RELU": lower_quantize,
+    "RELU6": lower_quantize,
+    "RELU_N1_TO_1": lower_quantize,
     "RESHAPE": lower_reshape,
     "SOFTMAX": lower_softmax,
 }

@@ -1,4 +1,5 @@
-"""PAD / PADV2, RESHAPE (an alias of its input's buffer), QUANTIZE int8 -> int8 and SOFTMAX int8."""
+"""PAD / PADV2, RESHAPE (an alias of its input's buffer), QUANTIZE int8 -> int8, standalone RELU /
+RELU6 / RELU_N1_TO_1 (TFLite's QuantizedReluX: a requantize and a clamp) and SOFTMAX int8."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import math
 import numpy as np
 
 from ..ir import Graph, Op
-from ..quant import quantize_multiplier
+from ..quant import activation_range, quantize_multiplier
 from .base import Layer, dims4, fail, need_const, per_tensor
 
 SCALED_DIFF_INTEGER_BITS = 5
@@ -45,8 +46,12 @@ def lower_quantize(graph: Graph, op: Op) -> Layer:
     x, y = graph.t(op.inputs[0]), graph.t(op.outputs[0])
     per_tensor(graph, op, x)
     per_tensor(graph, op, y)
+    if x.size != y.size:
+        fail(graph, op, "input and output sizes differ", "re-export the model")
     mult, shift = quantize_multiplier(float(x.qscale) / float(y.qscale))
-    fields = dict(size=y.size, input_zero_point=x.qzero, output_zero_point=y.qzero, multiplier=mult, shift=shift)
+    lo, hi = activation_range(op.code if op.code != "QUANTIZE" else "NONE", y.qscale, y.qzero)
+    fields = dict(size=y.size, input_zero_point=x.qzero, output_zero_point=y.qzero, multiplier=mult, shift=shift,
+                  act_min=lo, act_max=hi)
     return Layer(op, "mdt_requantize", "mdt_requant_params", fields, {}, [op.inputs[0], op.outputs[0]])
 
 

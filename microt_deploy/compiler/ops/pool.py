@@ -48,17 +48,16 @@ def lower_mean(graph: Graph, op: Op) -> Layer:
     if y.size != n * c:
         fail(graph, op, f"output shape {list(y.shape)} does not fit input {list(x.shape)}", "re-export the model")
     fields = dict(batches=n, in_h=ih, in_w=iw, channels=c, input_zero_point=x.qzero,
-                  output_zero_point=y.qzero, multiplier=0, shift=0, scale=0.0, bias=0.0)
+                  output_zero_point=y.qzero, multiplier=0, shift=0)
+    mult, shift = quantize_multiplier(float(x.qscale) / float(y.qscale))
     if op.options.get("keep_dims"):
-        # reference_integer_ops::Mean with the multiplier from PrepareMeanOrSum.
-        fields["mode"] = "MDT_MEAN_INT"
-        fields["multiplier"], fields["shift"] = quantize_multiplier(float(x.qscale) / float(y.qscale))
+        # reference_integer_ops::Mean: requantize the sum, then a rounding division by the count.
+        fields.update(mode="MDT_MEAN_INT", multiplier=mult, shift=shift)
     elif x.qzero == y.qzero and F32(x.qscale) == F32(y.qscale):
         fields["mode"] = "MDT_MEAN_SAME_QUANT"  # reference_ops::Mean: integer sum / count
     else:
-        # reference_ops::QuantizedMeanOrSum computes in float32; mirror each rounding step.
-        scale = F32(x.qscale) / F32(y.qscale)
-        fields["mode"] = "MDT_MEAN_FLOAT"
-        fields["scale"] = float(scale)
-        fields["bias"] = float(F32(F32(-x.qzero) * scale) + F32(0.5))
+        # The reference folds 1/count into the multiplier: as many bits as the count has (<= 31 + shift).
+        count = ih * iw
+        bits = min(count.bit_length() - 1, 32, 31 + shift)
+        fields.update(mode="MDT_MEAN_FOLD", multiplier=(mult << bits) // count, shift=shift - bits)
     return Layer(op, "mdt_mean_hw", "mdt_mean_params", fields, {}, [op.inputs[0], op.outputs[0]])
