@@ -5,7 +5,7 @@
 #include "mdt_board.h"
 #include "mdt_config.h"
 #include "mdt_learn.h"
-#include "mdt_model.h"
+#include "mdt_graphs.h"
 #include "mdt_protocol.h"
 
 #define INPUT_SIZE MDT_TRUNK_INPUT0_SIZE

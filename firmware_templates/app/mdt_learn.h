@@ -6,7 +6,7 @@
 #include <stdint.h>
 
 #include "mdt_config.h"
-#include "mdt_model.h"
+#include "mdt_graphs.h"
 
 #define MDT_PART_DIM MDT_PART_HEAD_OUTPUT0_SIZE
 #define MDT_FULL_DIM MDT_REST_OUTPUT0_SIZE

@@ -41,6 +41,10 @@ MODEL_MACROS = (
     "MDT_PART_HEAD_OUTPUT0_SIZE",
     "MDT_REST_OUTPUT0_SIZE",
 )
+GRAPHS = ("trunk", "part_head", "rest")
+# What the app reads of each graph (docs/contracts.md): the tensor it feeds or takes, per graph.
+GRAPH_MACROS = {"trunk": ("INPUT0", "OUTPUT0"), "part_head": ("OUTPUT0",), "rest": ("OUTPUT0",)}
+FIELDS = ("OFFSET", "SIZE", "SCALE", "ZERO_POINT")
 
 
 @dataclass(frozen=True)
@@ -63,12 +67,46 @@ class FirmwareConfig:
     slot_bytes: int
 
 
+def graph_prefixes(header: Path) -> dict[str, str]:
+    """The C prefix of each graph in a compiled header: ``mdt_trunk`` (the contract's names) or a
+    bare ``trunk`` (the app then reaches it through aliases in mdt_graphs.h)."""
+    text = header.read_text()
+    found = {}
+    for graph in GRAPHS:
+        for prefix in (f"mdt_{graph}", graph):
+            if re.search(rf"\bvoid\s+{prefix}_run\s*\(", text):
+                found[graph] = prefix
+                break
+        else:
+            raise MicrotError(f"{header} has no {graph} graph (no mdt_{graph}_run or {graph}_run)",
+                              "compile the trunk, part_head and rest graphs together with `microt-deploy compile`")
+    return found
+
+
+def graphs_header(prefixes: dict[str, str]) -> str:
+    """mdt_graphs.h: the model under the names the app uses, whatever prefixes it was compiled with."""
+    lines = ["/* Rendered: the compiled graphs under the names the app uses (docs/contracts.md). */",
+             "#ifndef MDT_GRAPHS_H", "#define MDT_GRAPHS_H", "", '#include "mdt_model.h"', ""]
+    for graph, prefix in prefixes.items():
+        if prefix == f"mdt_{graph}":
+            continue
+        lines.append(f"#define mdt_{graph}_run {prefix}_run")
+        for tensor in GRAPH_MACROS[graph]:
+            for name in FIELDS:
+                lines.append(f"#define MDT_{graph.upper()}_{tensor}_{name} {prefix.upper()}_{tensor}_{name}")
+    lines += ["", "#endif", ""]
+    return "\n".join(lines)
+
+
 def read_model_sizes(header: Path) -> dict[str, int]:
     """The integer macros of a compiled ``mdt_model.h`` that size the firmware's buffers."""
     text = header.read_text()
+    prefixes = graph_prefixes(header)
     sizes = {}
     for name in MODEL_MACROS:
-        match = re.search(rf"#define\s+{name}\s+\(?\s*(\d+)", text)
+        graph = next((g for g in GRAPHS if name.startswith(f"MDT_{g.upper()}_")), None)
+        real = name if graph is None else name.replace(f"MDT_{graph.upper()}", prefixes[graph].upper(), 1)
+        match = re.search(rf"#define\s+{real}\s+\(?\s*(\d+)", text)
         if not match:
             raise MicrotError(f"{header} does not define {name}", "recompile the model with `microt-deploy compile`")
         sizes[name] = int(match.group(1))
@@ -155,6 +193,7 @@ def render_firmware(compiled_dir: Path, board: Board, out_dir: Path,
         for folder in (TEMPLATES / "runtime", TEMPLATES / "app", TEMPLATES / "boards" / board.family, compiled_dir):
             sources += _copy_sources(folder, tmp)
         values = {**asdict(config), "board": board, "flash_bytes": board.flash_bytes, "ram_bytes": board.ram_bytes}
+        (tmp / "mdt_graphs.h").write_text(graphs_header(graph_prefixes(header)))
         (tmp / "mdt_config.h").write_text(env.get_template("app/mdt_config.h.j2").render(**values))
         if (TEMPLATES / "boards" / board.family / "link.ld.j2").is_file():
             (tmp / "link.ld").write_text(env.get_template(f"boards/{board.family}/link.ld.j2").render(**values))

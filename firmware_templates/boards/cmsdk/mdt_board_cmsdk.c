@@ -23,6 +23,7 @@
 #define SYST_CVR REG(0xE000E018u)
 #define SCB_ICSR REG(0xE000ED04u)
 #define ICSR_PENDSTSET (1u << 26)
+#define ICSR_PENDSTCLR (1u << 25)
 #define NVIC_ISER0 REG(0xE000E100u)
 #define UART0_RX_IRQ 0u
 
@@ -31,6 +32,7 @@
 #define INSTRUCTIONS_PER_TICK 40u /* 1e9 ns/s / 25e6 ticks/s under -icount shift=0 */
 
 static volatile uint32_t systick_wraps;
+static uint64_t tick_base; /* ticks counted before the last restart of SysTick */
 
 void SysTick_Handler(void);
 void UART0_RX_Handler(void);
@@ -67,7 +69,10 @@ static uint64_t ticks(void)
         hi++;
     }
     irq_restore(primask);
-    return ((uint64_t)hi << 24) + (uint64_t)(SYSTICK_RELOAD - lo);
+    if (lo == 0u && hi == 0u) {
+        return tick_base; /* just restarted: the reload value arrives with the first tick */
+    }
+    return tick_base + ((uint64_t)hi << 24) + (uint64_t)(SYSTICK_RELOAD - lo);
 }
 
 void mdt_board_init(int argc, char **argv)
@@ -117,11 +122,18 @@ uint64_t mdt_board_counter(void)
 
 void mdt_board_counter_align(void)
 {
-    /* One tick is 40 instructions and the guest idles (WFI) for a real-time-dependent while
-     * between commands: starting on a tick edge makes every measured delta deterministic. */
-    uint32_t start = SYST_CVR;
-    while (SYST_CVR == start) {
-    }
+    /* The guest idles (WFI) between commands for a real-time-dependent while, so the phase of the
+     * 40-instruction tick would differ from run to run. Restarting SysTick here puts its tick
+     * edges (and wraps) at fixed instruction counts from this point: deltas are reproducible. */
+    uint32_t primask = irq_save();
+    uint64_t now = ticks();
+    SYST_CSR = 0u;
+    SYST_CVR = 0u;
+    SCB_ICSR = ICSR_PENDSTCLR;
+    systick_wraps = 0u;
+    tick_base = now + 1u; /* never behind an earlier reading */
+    SYST_CSR = 0x7u;
+    irq_restore(primask);
 }
 
 uint8_t mdt_board_counter_unit(void)
