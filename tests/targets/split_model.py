@@ -38,8 +38,8 @@ def _convert(tf, fn, shape: tuple[int, ...], calib: np.ndarray, path: Path) -> P
 
 
 def build_split_model(out_dir: Path) -> dict[str, Path]:
-    """trunk: 8x8x3 -> conv3x3/2 relu6 -> 4x4x8 (split); part head: average pool -> FC 6; rest:
-    conv3x3 relu -> 4x4x12 -> average pool -> FC 10. Part head and rest are calibrated on the trunk's float output."""
+    """trunk: 8x8x3 -> conv3x3/2 relu6 -> 4x4x8 (split); part head: mean over H, W (global average
+    pool, as exported models have it) -> FC 6; rest: conv3x3 relu -> 4x4x12 -> mean -> FC 10. Part head and rest are calibrated on the trunk's float output."""
     tf = _tf()
     rng = np.random.default_rng(0)
     w1 = tf.constant(rng.normal(0, 0.4, (3, 3, 3, 8)).astype(np.float32))
@@ -55,11 +55,11 @@ def build_split_model(out_dir: Path) -> dict[str, Path]:
         return tf.nn.relu6(tf.nn.conv2d(x, w1, 2, "SAME") + b1)
 
     def part_head(s):
-        return tf.matmul(tf.reshape(tf.nn.avg_pool2d(s, 4, 1, "VALID"), (1, 8)), wp)
+        return tf.matmul(tf.reduce_mean(s, axis=[1, 2]), wp)
 
     def rest(s):
         h = tf.nn.relu(tf.nn.conv2d(s, w2, 1, "SAME") + b2)
-        return tf.matmul(tf.reshape(tf.nn.avg_pool2d(h, 4, 1, "VALID"), (1, 12)), wr)
+        return tf.matmul(tf.reduce_mean(h, axis=[1, 2]), wr)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     calib = rng.normal(0, 3, (32, 8, 8, 3)).astype(np.float32)
