@@ -1,0 +1,76 @@
+"""The MLPerf Tiny int8 models (models nobody here made): compile, build on the host, compare with
+BUILTIN_REF byte for byte; the generated C also cross-compiles for Cortex-M4 with -Werror."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from microt_deploy.compiler import RUNTIME_DIR, GraphSpec, compile_program, runtime_sources, summarize
+from microt_deploy.compiler.host_runner import infer_files, run_model
+from microt_deploy.errors import MicrotError
+
+from .tflite_models import random_inputs, reference
+
+MODELS = sorted(Path("/work/shared/models").glob("*.tflite"))
+ARM_FLAGS = ["-mcpu=cortex-m4", "-mthumb", "-mfpu=fpv4-sp-d16", "-mfloat-abi=hard"]
+
+
+@pytest.mark.parametrize("path", MODELS, ids=lambda p: p.stem)
+def test_shared_model_bit_exact(path):
+    inputs = random_inputs(path, 5, seed=7)
+    ours = run_model(path, inputs)
+    ref = reference(path, inputs)
+    for o, r in zip(ours, ref, strict=True):
+        assert o.shape == r.shape
+        assert np.array_equal(o, r), f"{int(np.count_nonzero(o != r))} bytes differ"
+
+
+@pytest.mark.parametrize("path", MODELS, ids=lambda p: p.stem)
+def test_plan_has_exact_no_overlap_arena(path, tmp_path):
+    plan = compile_program([GraphSpec(path, "net")], tmp_path)
+    bufs = plan["buffers"]
+    for i, a in enumerate(bufs):
+        assert a["offset"] % plan["align"] == 0
+        for b in bufs[i + 1:]:
+            live = a["first"] <= b["last"] and b["first"] <= a["last"]
+            apart = a["offset"] + a["size"] <= b["offset"] or b["offset"] + b["size"] <= a["offset"]
+            assert not live or apart, (a, b)
+    assert plan["arena_bytes"] == max(b["offset"] + b["size"] for b in bufs)
+    # a lower bound: at every step, the live buffers must fit
+    steps = range(max(b["last"] for b in bufs) + 1)
+    assert plan["arena_bytes"] >= max(sum(b["size"] for b in bufs if b["first"] <= s <= b["last"]) for s in steps)
+    text = summarize(plan)
+    assert "arena (peak activation SRAM)" in text and plan["graphs"][0]["layers"][0]["op"] in text
+    header = (tmp_path / "mdt_model.h").read_text()
+    assert f"#define MDT_ARENA_SIZE {plan['arena_size']}" in header and "NET_INPUT0_OFFSET" in header
+
+
+@pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None, reason="arm-none-eabi-gcc is not installed")
+def test_generated_c_cross_compiles_for_cortex_m4(tmp_path):
+    compile_program([GraphSpec(MODELS[0], "net")], tmp_path)
+    for src in [tmp_path / "mdt_model.c", *runtime_sources()]:
+        res = subprocess.run(["arm-none-eabi-gcc", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", *ARM_FLAGS,
+                              "-I", str(RUNTIME_DIR), "-I", str(tmp_path), "-c", str(src),
+                              "-o", str(tmp_path / (src.stem + ".o"))], capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr
+
+
+def test_infer_files_round_trip_and_refusals(tmp_path):
+    path = next(p for p in MODELS if "kws" in p.stem)
+    x = random_inputs(path, 3, seed=3)[0]
+    np.save(tmp_path / "in.npy", x)
+    out = infer_files(path, tmp_path / "in.npy", tmp_path / "out.npy")
+    assert np.array_equal(np.load(tmp_path / "out.npy"), out)
+    assert np.array_equal(out, reference(path, [x])[0])
+    np.save(tmp_path / "bad.npy", x.astype(np.float32))
+    with pytest.raises(MicrotError, match="float32, the model takes int8"):
+        infer_files(path, tmp_path / "bad.npy", tmp_path / "o2.npy")
+    np.save(tmp_path / "badshape.npy", x[:, :10])
+    with pytest.raises(MicrotError, match="has shape"):
+        infer_files(path, tmp_path / "badshape.npy", tmp_path / "o2.npy")
+    assert not (tmp_path / "o2.npy").exists()
