@@ -15,6 +15,10 @@
 
 static int fd_in = 0;
 static int fd_out = 1;
+/* Bytes already read from the fd but not yet handed out: one read() per burst, not per byte. */
+static unsigned char rx_buf[256];
+static ssize_t rx_len;
+static ssize_t rx_pos;
 
 static void make_raw(int fd)
 {
@@ -48,9 +52,11 @@ void mdt_board_init(int argc, char **argv)
 int mdt_board_read_byte(uint32_t timeout_ms)
 {
     struct pollfd pfd;
-    unsigned char byte;
     ssize_t n;
     int r;
+    if (rx_pos < rx_len) {
+        return rx_buf[rx_pos++];
+    }
     pfd.fd = fd_in;
     pfd.events = POLLIN;
     pfd.revents = 0;
@@ -61,9 +67,11 @@ int mdt_board_read_byte(uint32_t timeout_ms)
     if (r == 0) {
         return MDT_READ_TIMEOUT;
     }
-    n = read(fd_in, &byte, 1);
-    if (n == 1) {
-        return byte;
+    n = read(fd_in, rx_buf, sizeof(rx_buf));
+    if (n > 0) {
+        rx_len = n;
+        rx_pos = 1;
+        return rx_buf[0];
     }
     if (n < 0 && (errno == EINTR || errno == EAGAIN)) {
         return MDT_READ_TIMEOUT;
