@@ -123,8 +123,8 @@ def plan_sizes(board: Board, model: dict[str, int], options: dict[str, Any] | No
     if not 1 <= tasks <= 255 or not 2 <= classes <= 255:
         raise MicrotError(f"max_tasks {tasks} / max_classes {classes} out of range",
                           "use 1..255 tasks and 2..255 classes")
-    if not 64 <= payload <= 65535:
-        raise MicrotError(f"max_payload {payload} out of range", "use 64..65535 bytes")
+    if not 256 <= payload <= 65535:  # HELLO's answer alone takes up to 134 bytes
+        raise MicrotError(f"max_payload {payload} out of range", "use 256..65535 bytes")
     part, full = model["MDT_PART_HEAD_OUTPUT0_SIZE"], model["MDT_REST_OUTPUT0_SIZE"]
     heads = tasks * (4 * classes * (part + full + 2) + 16)
     fixed = (model["MDT_ARENA_SIZE"] + model["MDT_TRUNK_INPUT0_SIZE"] + model["MDT_TRUNK_OUTPUT0_SIZE"]

@@ -149,7 +149,7 @@ class Device:
     def _resync(self) -> None:
         time.sleep(RESYNC_S)
         self.port.reset_input_buffer()
-        self.decoder = Decoder()
+        self.decoder = Decoder(self.decoder.max_payload)
 
     # ------------------------------------------------------------ commands
     def hello(self) -> DeviceInfo:
@@ -163,6 +163,7 @@ class Device:
             clock_hz=v[2], input=q[0], split=q[1], part_features=q[2], full_features=q[3],
             max_tasks=v[15], max_classes=v[16], max_slots=v[17], arena_bytes=v[18], max_payload=v[19],
         )
+        self.decoder.max_payload = self.info.max_payload
         return self.info
 
     def _info(self) -> DeviceInfo:

@@ -76,7 +76,7 @@ def _launch_host(image: Path, limit_s: float) -> Iterator[serial.Serial]:
     # The firmware owns the pty master (stdin/stdout); the host opens the slave like a real tty.
     master, slave = pty.openpty()
     try:
-        proc = subprocess.Popen([str(image)], stdin=master, stdout=master, stderr=subprocess.PIPE,
+        proc = subprocess.Popen([str(image)], stdin=master, stdout=master, stderr=subprocess.DEVNULL,
                                 close_fds=True, start_new_session=True)
     except OSError as err:
         os.close(master)
@@ -99,8 +99,6 @@ def _launch_host(image: Path, limit_s: float) -> Iterator[serial.Serial]:
             os.close(slave)
         dog.cancel()
         _stop(proc)
-        if proc.stderr:
-            proc.stderr.close()
 
 
 @contextlib.contextmanager

@@ -39,7 +39,8 @@ def _convert(tf, fn, shape: tuple[int, ...], calib: np.ndarray, path: Path) -> P
 
 def build_split_model(out_dir: Path) -> dict[str, Path]:
     """trunk: 8x8x3 -> conv3x3/2 relu6 -> 4x4x8 (split); part head: mean over H, W (global average
-    pool, as exported models have it) -> FC 6; rest: conv3x3 relu -> 4x4x12 -> mean -> FC 10. Part head and rest are calibrated on the trunk's float output."""
+    pool, as exported models have it) -> FC 6; rest: conv3x3 relu -> 4x4x12 -> mean -> FC 10.
+    Part head and rest are calibrated on the trunk's float output."""
     tf = _tf()
     rng = np.random.default_rng(0)
     w1 = tf.constant(rng.normal(0, 0.4, (3, 3, 3, 8)).astype(np.float32))
