@@ -235,6 +235,7 @@ int mdt_train(uint32_t task, uint32_t epochs, float lr, uint32_t first_slot, uin
         }
     }
     t->trained = 1;
+    t->threshold = MDT_NEVER_EXIT; /* a threshold belongs to the heads it was computed with */
     evaluate(t, task, first_slot, n_slots, 0, &out[0], &out[1]);
     evaluate(t, task, first_slot, n_slots, 1, &out[2], &out[3]);
     return MDT_OK;

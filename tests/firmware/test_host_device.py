@@ -175,6 +175,9 @@ def test_set_ratio_quantile_rule_and_staged_inference(device):
     device.set_ratio(0, 1.0, 30, 10)
     device.load_input(x[30 + int(np.argmin(_confidences(w, b, x[30:])))])
     assert device.infer(0).exit_stage == 0
+    # Retraining drops the threshold of the old heads: nothing exits early until SET_RATIO.
+    device.train(0, epochs=3, lr=0.01, first_slot=0, n_slots=30, seed=1)
+    assert device.infer(0).exit_stage == 1
 
 
 def test_exit_ends_the_program_with_its_code(host_image):
