@@ -151,10 +151,13 @@ def plan_sizes(board: Board, model: dict[str, int], options: dict[str, Any] | No
     )
 
 
-def _toolchain(board: Board) -> dict[str, Any]:
+def _toolchain(board: Board, sanitize: bool = False) -> dict[str, Any]:
     warn = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-I."]
     if board.family == "host":
-        return {"cc": "gcc", "cflags": warn, "ldflags": ["-lm"], "image": "firmware_host"}
+        # Sanitized host builds turn any out-of-bounds access or UB into a non-zero exit.
+        san = ["-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"]
+        return {"cc": "gcc", "cflags": warn + (san if sanitize else []),
+                "ldflags": (san if sanitize else []) + ["-lm"], "image": "firmware_host"}
     return {
         "cc": "arm-none-eabi-gcc",
         "cflags": [*warn, *board.cpu_flags, "-ffunction-sections", "-fdata-sections"],
@@ -176,7 +179,9 @@ def _copy_sources(src: Path, dst: Path) -> list[str]:
 
 def render_firmware(compiled_dir: Path, board: Board, out_dir: Path,
                     options: dict[str, Any] | None = None) -> FirmwareConfig:
-    """Render the firmware for ``board`` from ``compiled_dir`` (mdt_model.h/.c) into ``out_dir``."""
+    """Render the firmware for ``board`` from ``compiled_dir`` (mdt_model.h/.c) into ``out_dir``.
+
+    ``options``: the sizes in DEFAULTS, plus ``sanitize`` (host only: ASan + UBSan build)."""
     compiled_dir, out_dir = Path(compiled_dir), Path(out_dir)
     if board.family not in SUPPORTED_FAMILIES:
         raise MicrotError(f"no board layer for {board.id} (family '{board.family}') yet",
@@ -184,10 +189,14 @@ def render_firmware(compiled_dir: Path, board: Board, out_dir: Path,
     header = compiled_dir / "mdt_model.h"
     if not header.is_file() or not (compiled_dir / "mdt_model.c").is_file():
         raise MicrotError(f"no compiled model (mdt_model.h/.c) in {compiled_dir}", "run `microt-deploy compile` first")
+    options = dict(options or {})
+    sanitize = bool(options.pop("sanitize", False))
+    if sanitize and board.family != "host":
+        raise MicrotError(f"sanitizers are only available for the host build, not {board.id}", "use --board host")
     config = plan_sizes(board, read_model_sizes(header), options)
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined,
                              keep_trailing_newline=True)
-    tool = _toolchain(board)
+    tool = _toolchain(board, sanitize)
     with atomic.staged_dir(out_dir) as tmp:
         sources: list[str] = []
         for folder in (TEMPLATES / "runtime", TEMPLATES / "app", TEMPLATES / "boards" / board.family, compiled_dir):
