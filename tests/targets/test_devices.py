@@ -83,3 +83,31 @@ def test_qemu_counters_plausible_and_deterministic(qemu_runs, split_model):
     assert first["store"] == second["store"]
     assert first["train"] == second["train"]
     assert first["threshold"] == second["threshold"]
+
+
+def test_qemu_recovers_from_truncated_frames_and_garbage(built):
+    import struct
+    import time
+
+    from microt_deploy.link.protocol import Command, Decoder, Status, encode
+
+    _, result = built("qemu_mps2_an386")
+    with launch(load_board("qemu_mps2_an386"), result.image, limit_s=60) as port:
+        device = Device(port, timeout=10)
+        assert device.hello().board == "qemu_mps2_an386"
+        # A frame cut short: the byte timeout (virtual time advances while the guest idles in WFI)
+        # drops it, and the next frame is answered normally.
+        port.write(encode(Command.LOAD_INPUT, 77, struct.pack("<I", 0) + bytes(100))[:-30])
+        time.sleep(0.6)
+        assert port.in_waiting == 0
+        assert device.hello().max_slots == 1536
+        bad = bytearray(encode(Command.HELLO, 78))
+        bad[-1] ^= 0x40
+        port.write(np.random.default_rng(0).integers(0, 0xA5, 2000, dtype=np.uint8).tobytes() + bytes(bad))
+        deadline, frames, decoder = time.monotonic() + 5, [], Decoder()
+        while not frames and time.monotonic() < deadline:
+            frames = decoder.feed(port.read(64))
+        assert [(f.sequence, f.payload) for f in frames] == [(78, bytes([Status.BAD_CRC]))]
+        assert device.hello().board == "qemu_mps2_an386"
+        device.exit(3)
+        assert port.process.wait(timeout=10) == 3
