@@ -13,8 +13,11 @@
 #define FLAG_FORCE_FULL 0x01u
 #define NO_PREDICTION 0xFFu
 
-/* 16-byte alignment: the generated kernels may read the arena with word accesses. */
-static int8_t arena[MDT_ARENA_SIZE] __attribute__((aligned(16)));
+/* The planner aligns every buffer to MDT_ARENA_ALIGN inside the arena; the arena itself too. */
+#ifndef MDT_ARENA_ALIGN
+#define MDT_ARENA_ALIGN 16
+#endif
+static int8_t arena[MDT_ARENA_SIZE] __attribute__((aligned(MDT_ARENA_ALIGN)));
 static int8_t input_buf[INPUT_SIZE];
 static int8_t split_buf[SPLIT_SIZE];
 static int8_t part_buf[MDT_PART_DIM];
