@@ -1,5 +1,6 @@
 /* mdt_conv.c - CONV_2D and DEPTHWISE_CONV_2D, int8 per-channel, bit-exact with TFLite's
  * reference_integer_ops::ConvPerChannel / DepthwiseConvPerChannel. */
+#include "mdt_dsp.h"
 #include "mdt_fixedpoint.h"
 #include "mdt_runtime.h"
 
@@ -9,6 +10,11 @@ void mdt_conv2d(const mdt_conv_params *p, const int8_t *input, int8_t *output)
     const int32_t in_img = p->in_h * in_row;
     const int32_t f_size = p->k_h * p->k_w * p->in_c;
     int32_t b, oy, ox, oc, ky, kx, ic;
+#if MDT_DSP
+    if (mdt_conv2d_dsp(p, input, output)) {
+        return;
+    }
+#endif
     for (b = 0; b < p->batches; ++b) {
         const int8_t *in_b = input + b * in_img;
         for (oy = 0; oy < p->out_h; ++oy) {
@@ -54,6 +60,11 @@ void mdt_depthwise_conv2d(const mdt_dwconv_params *p, const int8_t *input, int8_
     const int32_t in_row = p->in_w * p->in_c;
     const int32_t in_img = p->in_h * in_row;
     int32_t b, oy, ox, ic, m, ky, kx;
+#if MDT_DSP
+    if (mdt_depthwise_conv2d_dsp(p, input, output)) {
+        return;
+    }
+#endif
     for (b = 0; b < p->batches; ++b) {
         const int8_t *in_b = input + b * in_img;
         for (oy = 0; oy < p->out_h; ++oy) {

@@ -1,11 +1,17 @@
 /* mdt_fc.c - FULLY_CONNECTED int8 (per-tensor or per-channel weights), bit-exact with TFLite's
  * reference_integer_ops::FullyConnected / FullyConnectedPerChannel. */
+#include "mdt_dsp.h"
 #include "mdt_fixedpoint.h"
 #include "mdt_runtime.h"
 
 void mdt_fully_connected(const mdt_fc_params *p, const int8_t *input, int8_t *output)
 {
     int32_t b, o, d;
+#if MDT_DSP
+    if (mdt_fully_connected_dsp(p, input, output)) {
+        return;
+    }
+#endif
     for (b = 0; b < p->batches; ++b) {
         const int8_t *x = input + b * p->in_depth;
         for (o = 0; o < p->out_depth; ++o) {

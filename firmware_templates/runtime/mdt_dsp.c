@@ -1,0 +1,379 @@
+/*
+ * mdt_dsp.c - Cortex-M4/M7 fast paths (SMLAD dual 16-bit MACs, SXTB16 byte unpacking) for CONV_2D,
+ * DEPTHWISE_CONV_2D and FULLY_CONNECTED; bit-exact with TFLite's reference int8 kernels.
+ *
+ * Why it is exact: products and sums are the same int32 integers as the reference's, only added in
+ * another order (int32 addition is associative), and the requantisation below is an exact rewrite
+ * of MultiplyByQuantizedMultiplier (double rounding) for non-negative multipliers (checked per
+ * layer; any other layer takes the portable kernel).
+ *
+ * Layout trick: SXTB16 of a word (b0 b1 b2 b3) gives the halfwords (b0, b2) and SXTB16 of the word
+ * rotated by 8 gives (b1, b3). Inputs and weights are both unpacked that way, so SMLAD pairs
+ * matching elements. Inputs are widened once into a bounded stack scratch (offset already added)
+ * and reused for every output channel; weights stay int8 in flash.
+ */
+#include "mdt_dsp.h"
+
+#if MDT_DSP
+
+#include <arm_acle.h>
+#include <string.h>
+
+#include "mdt_fixedpoint.h"
+
+#define PIX 4 /* output pixels per pass of the convolution core */
+
+static inline int32_t ld32(const void *ptr)
+{
+    int32_t v;
+    memcpy(&v, ptr, 4); /* one LDR: the M4 allows unaligned word loads */
+    return v;
+}
+
+static inline int32_t sxtb16_ror8(int32_t v)
+{
+    int32_t r;
+    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(v));
+    return r;
+}
+
+/* off2 + the sign-extended bytes 1 and 3 of v, in one instruction */
+static inline int32_t sxtab16_ror8(int32_t off2, int32_t v)
+{
+    int32_t r;
+    __asm__("sxtab16 %0, %1, %2, ror #8" : "=r"(r) : "r"(off2), "r"(v));
+    return r;
+}
+
+/* Per-channel requantisation constants: the reference's shift split into left / right parts and
+ * the 64-bit rounding constant of the fused form below. */
+typedef struct {
+    int32_t mult, left, right;
+    int64_t k;
+} rq_t;
+
+static inline rq_t rq_make(int32_t mult, int shift)
+{
+    rq_t r;
+    r.mult = mult;
+    r.left = shift > 0 ? shift : 0;
+    r.right = shift > 0 ? 0 : -shift;
+    r.k = r.right > 0 ? ((int64_t)1 << 30) + ((int64_t)1 << (30 + r.right)) : ((int64_t)1 << 30);
+    return r;
+}
+
+/* rdbpot(srdhm(x, m), e) for m >= 0, e >= 1, as one 64-bit sum: with P = x*m + 2^30 the double
+ * rounding is floor((P + 2^(30+e) - [P<0] 2^31) / 2^(31+e)), and [P<0] == [x<0] whenever it matters
+ * (x = -1 with m = 2^30, or m = 0, give 0 either way). For e = 0 it is srdhm alone. */
+static inline int32_t rq_apply(const rq_t *r, int32_t acc)
+{
+    const int32_t x = mdt_wrap_shl(acc, r->left);
+    if (r->right == 0) {
+        return (int32_t)(((int64_t)x * r->mult + r->k) >> 31);
+    }
+    {
+        const int64_t k = r->k - (int64_t)((uint32_t)x & 0x80000000u);
+        const int64_t prod = k + (int64_t)x * r->mult;
+        return (int32_t)(prod >> 32) >> (r->right - 1);
+    }
+}
+
+static inline int8_t rq_out(const rq_t *r, int32_t acc, int32_t out_off, int32_t lo, int32_t hi)
+{
+    return (int8_t)mdt_clamp(rq_apply(r, acc) + out_off, lo, hi);
+}
+
+static int multipliers_ok(const int32_t *mult, int32_t n)
+{
+    int32_t i;
+    for (i = 0; i < n; ++i) {
+        if (mult[i] < 0) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* Widen n4 groups of 4 int8 (+ offset) into the interleaved scratch: group g of pixel p lands in
+ * words [(g * PIX + p) * 2, +1]. */
+static inline void widen(uint32_t *dst, const int8_t *src, int32_t n4, int32_t off2)
+{
+    int32_t g;
+    for (g = 0; g < n4; ++g) {
+        const int32_t v = ld32(src + 4 * g);
+        dst[0] = (uint32_t)__sxtab16(off2, v);
+        dst[1] = (uint32_t)sxtab16_ror8(off2, v);
+        dst += 2 * PIX;
+    }
+}
+
+static inline void zero_groups(uint32_t *dst, int32_t n4)
+{
+    int32_t g;
+    for (g = 0; g < n4; ++g) {
+        dst[0] = 0u;
+        dst[1] = 0u;
+        dst += 2 * PIX;
+    }
+}
+
+/* The core: PIX pixels x one output channel at a time over the widened scratch. */
+static void conv_core(const uint32_t *cols, const int16_t tail[PIX][4], int32_t n4, int32_t nt, int32_t npix,
+                      const int8_t *filter, int32_t depth, const mdt_conv_params *p, int8_t *out)
+{
+    int32_t oc;
+    for (oc = 0; oc < p->out_c; ++oc) {
+        const int8_t *w = filter + oc * depth;
+        const int32_t bias = p->bias ? p->bias[oc] : 0;
+        int32_t a0 = bias, a1 = bias, a2 = bias, a3 = bias;
+        const uint32_t *x = cols;
+        const rq_t r = rq_make(p->multiplier[oc], p->shift[oc]);
+        int32_t g, j;
+        for (g = 0; g < n4; ++g) {
+            const int32_t wv = ld32(w);
+            const int32_t wa = __sxtb16(wv);
+            const int32_t wb = sxtb16_ror8(wv);
+            w += 4;
+            a0 = __smlad(wa, (int32_t)x[0], a0);
+            a0 = __smlad(wb, (int32_t)x[1], a0);
+            a1 = __smlad(wa, (int32_t)x[2], a1);
+            a1 = __smlad(wb, (int32_t)x[3], a1);
+            a2 = __smlad(wa, (int32_t)x[4], a2);
+            a2 = __smlad(wb, (int32_t)x[5], a2);
+            a3 = __smlad(wa, (int32_t)x[6], a3);
+            a3 = __smlad(wb, (int32_t)x[7], a3);
+            x += 2 * PIX;
+        }
+        for (j = 0; j < nt; ++j) {
+            const int32_t wj = w[j];
+            a0 += wj * tail[0][j];
+            a1 += wj * tail[1][j];
+            a2 += wj * tail[2][j];
+            a3 += wj * tail[3][j];
+        }
+        out[oc] = rq_out(&r, a0, p->output_offset, p->act_min, p->act_max);
+        if (npix > 1) {
+            out[p->out_c + oc] = rq_out(&r, a1, p->output_offset, p->act_min, p->act_max);
+        }
+        if (npix > 2) {
+            out[2 * p->out_c + oc] = rq_out(&r, a2, p->output_offset, p->act_min, p->act_max);
+        }
+        if (npix > 3) {
+            out[3 * p->out_c + oc] = rq_out(&r, a3, p->output_offset, p->act_min, p->act_max);
+        }
+    }
+}
+
+/* im2col of one output pixel into slot `slot` of the scratch (in_c a multiple of 4: whole words). */
+static void gather_words(uint32_t *cols, int32_t slot, const int8_t *in_b, int32_t oy, int32_t ox,
+                         const mdt_conv_params *p, int32_t off2)
+{
+    const int32_t iy0 = oy * p->stride_h - p->pad_h;
+    const int32_t ix0 = ox * p->stride_w - p->pad_w;
+    const int32_t c4 = p->in_c / 4;
+    uint32_t *dst = cols + 2 * slot;
+    int32_t ky, kx;
+    for (ky = 0; ky < p->k_h; ++ky) {
+        const int32_t iy = iy0 + p->dil_h * ky;
+        for (kx = 0; kx < p->k_w; ++kx) {
+            const int32_t ix = ix0 + p->dil_w * kx;
+            if (iy < 0 || iy >= p->in_h || ix < 0 || ix >= p->in_w) {
+                zero_groups(dst, c4); /* padding contributes nothing, like x == input zero point */
+            } else {
+                widen(dst, in_b + (iy * p->in_w + ix) * p->in_c, c4, off2);
+            }
+            dst += 2 * PIX * c4;
+        }
+    }
+}
+
+/* im2col of one output pixel for any in_c: bytes first (padding = the input zero point), then
+ * widened; the depth % 4 remainder goes to `tail`. */
+static void gather_bytes(uint32_t *cols, int16_t tail[4], int32_t slot, const int8_t *in_b, int32_t oy,
+                         int32_t ox, const mdt_conv_params *p, int32_t off2)
+{
+    int8_t row[MDT_DSP_MAX_K + 4];
+    const int32_t iy0 = oy * p->stride_h - p->pad_h;
+    const int32_t ix0 = ox * p->stride_w - p->pad_w;
+    const int32_t depth = p->k_h * p->k_w * p->in_c;
+    const int8_t pad = (int8_t)(-p->input_offset);
+    int32_t ky, kx, c, n = 0;
+    for (ky = 0; ky < p->k_h; ++ky) {
+        const int32_t iy = iy0 + p->dil_h * ky;
+        for (kx = 0; kx < p->k_w; ++kx) {
+            const int32_t ix = ix0 + p->dil_w * kx;
+            const int inside = iy >= 0 && iy < p->in_h && ix >= 0 && ix < p->in_w;
+            const int8_t *src = in_b + (iy * p->in_w + ix) * p->in_c;
+            for (c = 0; c < p->in_c; ++c) {
+                row[n++] = inside ? src[c] : pad;
+            }
+        }
+    }
+    widen(cols + 2 * slot, row, depth / 4, off2);
+    for (c = 0; c < depth % 4; ++c) {
+        tail[c] = (int16_t)(row[(depth / 4) * 4 + c] + p->input_offset);
+    }
+}
+
+int mdt_conv2d_dsp(const mdt_conv_params *p, const int8_t *input, int8_t *output)
+{
+    uint32_t cols[2 * PIX * (MDT_DSP_MAX_K / 4)];
+    int16_t tail[PIX][4] = {{0}};
+    const int32_t depth = p->k_h * p->k_w * p->in_c;
+    const int32_t off2 = (int32_t)(((uint32_t)(uint16_t)p->input_offset << 16) | (uint16_t)p->input_offset);
+    const int32_t npix_total = p->out_h * p->out_w;
+    const int words = (p->in_c % 4) == 0;
+    int32_t b;
+    if (depth > MDT_DSP_MAX_K || !multipliers_ok(p->multiplier, p->out_c)) {
+        return 0;
+    }
+    for (b = 0; b < p->batches; ++b) {
+        const int8_t *in_b = input + b * p->in_h * p->in_w * p->in_c;
+        int8_t *out_b = output + b * npix_total * p->out_c;
+        int32_t pix;
+        for (pix = 0; pix < npix_total; pix += PIX) {
+            const int32_t npix = npix_total - pix < PIX ? npix_total - pix : PIX;
+            int32_t s;
+            for (s = 0; s < PIX; ++s) {
+                /* missing pixels of the last pass repeat the last one; their outputs are not stored */
+                const int32_t q = pix + (s < npix ? s : npix - 1);
+                if (words) {
+                    gather_words(cols, s, in_b, q / p->out_w, q % p->out_w, p, off2);
+                } else {
+                    gather_bytes(cols, tail[s], s, in_b, q / p->out_w, q % p->out_w, p, off2);
+                }
+            }
+            conv_core(cols, (const int16_t(*)[4])tail, depth / 4, depth % 4, npix, p->filter, depth, p,
+                      out_b + pix * p->out_c);
+        }
+    }
+    return 1;
+}
+
+/* Depthwise, depth multiplier 1, channels in groups of 4: SMLABB / SMLATT on the unpacked lanes. */
+int mdt_depthwise_conv2d_dsp(const mdt_dwconv_params *p, const int8_t *input, int8_t *output)
+{
+    const int32_t C = p->in_c;
+    const int32_t off2 = (int32_t)(((uint32_t)(uint16_t)p->input_offset << 16) | (uint16_t)p->input_offset);
+    int32_t b, oy, ox, c;
+    if (p->depth_multiplier != 1 || (C % 4) != 0 || !multipliers_ok(p->multiplier, p->out_c)) {
+        return 0;
+    }
+    for (b = 0; b < p->batches; ++b) {
+        const int8_t *in_b = input + b * p->in_h * p->in_w * C;
+        for (oy = 0; oy < p->out_h; ++oy) {
+            const int32_t iy0 = oy * p->stride_h - p->pad_h;
+            int32_t ky0 = 0, ky1 = p->k_h;
+            while (ky0 < ky1 && iy0 + p->dil_h * ky0 < 0) {
+                ky0++;
+            }
+            while (ky1 > ky0 && iy0 + p->dil_h * (ky1 - 1) >= p->in_h) {
+                ky1--;
+            }
+            for (ox = 0; ox < p->out_w; ++ox) {
+                const int32_t ix0 = ox * p->stride_w - p->pad_w;
+                int32_t kx0 = 0, kx1 = p->k_w;
+                while (kx0 < kx1 && ix0 + p->dil_w * kx0 < 0) {
+                    kx0++;
+                }
+                while (kx1 > kx0 && ix0 + p->dil_w * (kx1 - 1) >= p->in_w) {
+                    kx1--;
+                }
+                for (c = 0; c < C; c += 4) {
+                    int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+                    int32_t ky, kx;
+                    for (ky = ky0; ky < ky1; ++ky) {
+                        const int8_t *xrow = in_b + ((iy0 + p->dil_h * ky) * p->in_w + ix0) * C + c;
+                        const int8_t *wrow = p->filter + ky * p->k_w * C + c;
+                        for (kx = kx0; kx < kx1; ++kx) {
+                            const int32_t xv = ld32(xrow + p->dil_w * kx * C);
+                            const int32_t wv = ld32(wrow + kx * C);
+                            const int32_t xa = __sxtab16(off2, xv);
+                            const int32_t xb = sxtab16_ror8(off2, xv);
+                            const int32_t wa = __sxtb16(wv);
+                            const int32_t wb = sxtb16_ror8(wv);
+                            a0 = __smlabb(xa, wa, a0);
+                            a2 = __smlatt(xa, wa, a2);
+                            a1 = __smlabb(xb, wb, a1);
+                            a3 = __smlatt(xb, wb, a3);
+                        }
+                    }
+                    {
+                        int32_t acc[4], i;
+                        acc[0] = a0;
+                        acc[1] = a1;
+                        acc[2] = a2;
+                        acc[3] = a3;
+                        for (i = 0; i < 4; ++i) {
+                            const int32_t oc = c + i;
+                            const rq_t r = rq_make(p->multiplier[oc], p->shift[oc]);
+                            const int32_t v = acc[i] + (p->bias ? p->bias[oc] : 0);
+                            output[oc] = rq_out(&r, v, p->output_offset, p->act_min, p->act_max);
+                        }
+                    }
+                }
+                output += C;
+            }
+        }
+    }
+    return 1;
+}
+
+/* Fully connected: the input widened once, two output channels per pass. */
+int mdt_fully_connected_dsp(const mdt_fc_params *p, const int8_t *input, int8_t *output)
+{
+    uint32_t xw[2 * (MDT_DSP_MAX_K / 4)];
+    const int32_t D = p->in_depth;
+    const int32_t n4 = D / 4;
+    const int32_t off2 = (int32_t)(((uint32_t)(uint16_t)p->input_offset << 16) | (uint16_t)p->input_offset);
+    int32_t b, o;
+    if (D > MDT_DSP_MAX_K || !multipliers_ok(p->multiplier, p->per_channel ? p->out_depth : 1)) {
+        return 0;
+    }
+    for (b = 0; b < p->batches; ++b) {
+        const int8_t *x = input + b * D;
+        int32_t g;
+        for (g = 0; g < n4; ++g) {
+            const int32_t v = ld32(x + 4 * g);
+            xw[2 * g] = (uint32_t)__sxtab16(off2, v);
+            xw[2 * g + 1] = (uint32_t)sxtab16_ror8(off2, v);
+        }
+        for (o = 0; o < p->out_depth; o += 2) {
+            const int two = o + 1 < p->out_depth;
+            const int8_t *w0 = p->filter + o * D;
+            const int8_t *w1 = two ? w0 + D : w0;
+            int32_t a0 = p->bias ? p->bias[o] : 0;
+            int32_t a1 = p->bias && two ? p->bias[o + 1] : 0;
+            int32_t d;
+            for (g = 0; g < n4; ++g) {
+                const int32_t xa = (int32_t)xw[2 * g], xb = (int32_t)xw[2 * g + 1];
+                const int32_t v0 = ld32(w0 + 4 * g), v1 = ld32(w1 + 4 * g);
+                a0 = __smlad(__sxtb16(v0), xa, a0);
+                a0 = __smlad(sxtb16_ror8(v0), xb, a0);
+                a1 = __smlad(__sxtb16(v1), xa, a1);
+                a1 = __smlad(sxtb16_ror8(v1), xb, a1);
+            }
+            for (d = n4 * 4; d < D; ++d) {
+                a0 += (int32_t)w0[d] * ((int32_t)x[d] + p->input_offset);
+                a1 += (int32_t)w1[d] * ((int32_t)x[d] + p->input_offset);
+            }
+            {
+                const int32_t q0 = p->per_channel ? o : 0;
+                const rq_t r0 = rq_make(p->multiplier[q0], p->shift[q0]);
+                *output++ = rq_out(&r0, a0, p->output_offset, p->act_min, p->act_max);
+                if (two) {
+                    const int32_t q1 = p->per_channel ? o + 1 : 0;
+                    const rq_t r1 = rq_make(p->multiplier[q1], p->shift[q1]);
+                    *output++ = rq_out(&r1, a1, p->output_offset, p->act_min, p->act_max);
+                }
+            }
+        }
+    }
+    return 1;
+}
+
+#else
+
+typedef int mdt_dsp_unused; /* keeps the translation unit non-empty without the DSP extension */
+
+#endif /* MDT_DSP */

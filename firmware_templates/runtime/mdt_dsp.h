@@ -1,0 +1,31 @@
+/*
+ * mdt_dsp.h - Cortex-M4/M7 DSP-extension fast paths of the int8 kernels (internal to the runtime).
+ *
+ * Built only where the compiler targets the DSP extension (__ARM_FEATURE_DSP) and MDT_NO_DSP is not
+ * defined; elsewhere MDT_DSP is 0 and the portable kernels run alone. Each fast path returns 1 when
+ * it handled the layer and 0 when the layer's shape is outside what it covers (the caller then runs
+ * the portable kernel): both give the same bytes as TFLite's reference kernels.
+ */
+#ifndef MDT_DSP_H
+#define MDT_DSP_H
+
+#include "mdt_runtime.h"
+
+#if defined(__ARM_FEATURE_DSP) && !defined(MDT_NO_DSP)
+#define MDT_DSP 1
+#else
+#define MDT_DSP 0
+#endif
+
+/* Largest im2col depth (k_h * k_w * in_c) and FC input depth the stack scratch holds. */
+#ifndef MDT_DSP_MAX_K
+#define MDT_DSP_MAX_K 640
+#endif
+
+#if MDT_DSP
+int mdt_conv2d_dsp(const mdt_conv_params *p, const int8_t *input, int8_t *output);
+int mdt_depthwise_conv2d_dsp(const mdt_dwconv_params *p, const int8_t *input, int8_t *output);
+int mdt_fully_connected_dsp(const mdt_fc_params *p, const int8_t *input, int8_t *output);
+#endif
+
+#endif /* MDT_DSP_H */
