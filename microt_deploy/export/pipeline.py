@@ -33,7 +33,7 @@ from microt_deploy.export.tflite_info import check_ops, io_info
 from microt_deploy.model.backbone import Backbone, SplitView
 from microt_deploy.model.data import NORM_MEAN, NORM_STD, load_splits
 from microt_deploy.model.probe import linear_probe_accuracy
-from microt_deploy.model.train import extract_features, load_extractor
+from microt_deploy.model.train import extract_features, load_extractor, set_threads
 from microt_deploy.project import Project
 
 ProgressFn = Callable[[str, int, int, dict[str, float]], None]
@@ -153,7 +153,7 @@ def _qp(tensor: dict[str, Any]) -> dict[str, Any]:
 
 def export_project(project: Project, progress: ProgressFn | None = None) -> dict[str, Any]:
     """Export ``checkpoints/extractor.pt`` to ``export/`` and return the export.json content."""
-    torch.set_num_threads(2)
+    set_threads(project.config.get("train", {}))
     started = time.perf_counter()
     model = load_extractor(project.checkpoints / "extractor.pt")
     splits = load_splits(project.config)

@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
+# Scales that differ by at most this relative amount are float rounding of one calibration range;
+# the compiler binds the split buffer across graphs under the same bound.
+from microt_deploy.compiler.codegen import BINDING_SCALE_RTOL as SPLIT_SCALE_RTOL  # noqa: E402
 from microt_deploy.errors import MicrotError
-
-# Scales that differ by at most this relative amount are float rounding of one calibration range.
-SPLIT_SCALE_RTOL = 1e-5
 
 
 def _load_meta(export_json: dict[str, Any] | str | Path) -> dict[str, Any]:

@@ -106,9 +106,7 @@ def resolve_model_config(model_cfg: dict[str, Any]) -> dict[str, Any]:
     return cfg
 
 
-def _conv_bn(
-    cin: int, cout: int, kernel: int, stride: int, groups: int = 1, relu6: bool = True
-) -> nn.Sequential:
+def _conv_bn(cin: int, cout: int, kernel: int, stride: int, groups: int = 1, relu6: bool = True) -> nn.Sequential:
     layers: list[nn.Module] = [
         nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
         nn.BatchNorm2d(cout),

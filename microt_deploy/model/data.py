@@ -113,9 +113,7 @@ def _load_folder(root: Path, size: int) -> tuple[np.ndarray, dict[str, np.ndarra
     return normalise(np.stack(images)), {"folder": np.asarray(labels, dtype=np.int64)}
 
 
-def _stratified_indices(
-    strata: np.ndarray, fractions: list[float], seed: int, max_per_class: int
-) -> list[np.ndarray]:
+def _stratified_indices(strata: np.ndarray, fractions: list[float], seed: int, max_per_class: int) -> list[np.ndarray]:
     """Per class: shuffle with ``seed``, cut by ``fractions``; each split sorted for stable order."""
     rng = np.random.default_rng(seed)
     parts: list[list[np.ndarray]] = [[] for _ in fractions]
@@ -142,9 +140,7 @@ def _check_fractions(data_cfg: dict[str, Any]) -> list[float]:
     return fractions
 
 
-def _task_labels(
-    tasks: list[dict[str, Any]], raw: dict[str, np.ndarray], dataset: str
-) -> dict[str, np.ndarray]:
+def _task_labels(tasks: list[dict[str, Any]], raw: dict[str, np.ndarray], dataset: str) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     for task in tasks:
         name, kind = task["name"], task.get("labels", task["name"])

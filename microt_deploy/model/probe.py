@@ -12,9 +12,7 @@ import warnings
 import numpy as np
 
 
-def linear_probe_accuracy(
-    train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray
-) -> float:
+def linear_probe_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray) -> float:
     """Fit on (train_x, train_y), return accuracy on (test_x, test_y); features are standardised."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
