@@ -38,16 +38,26 @@ class QuantParams:
 
 @dataclass(frozen=True)
 class DeviceInfo:
-    """What HELLO reports: the board, its counter and the compiled model's shapes and limits."""
+    """What HELLO reports: the board, its counter and the compiled model's shapes and limits.
+    Plain numbers only (it goes into reports as JSON); ``input``/``split``/``part_features``/
+    ``full_features`` group them as QuantParams."""
 
     protocol_version: int
     board: str
     counter_unit: str
     clock_hz: int
-    input: QuantParams
-    split: QuantParams
-    part_features: QuantParams
-    full_features: QuantParams
+    input_size: int
+    input_scale: float
+    input_zero_point: int
+    split_size: int
+    split_scale: float
+    split_zero_point: int
+    part_dim: int
+    part_scale: float
+    part_zero_point: int
+    full_dim: int
+    full_scale: float
+    full_zero_point: int
     max_tasks: int
     max_classes: int
     max_slots: int
@@ -55,16 +65,20 @@ class DeviceInfo:
     max_payload: int
 
     @property
-    def input_size(self) -> int:
-        return self.input.size
+    def input(self) -> QuantParams:
+        return QuantParams(self.input_size, self.input_scale, self.input_zero_point)
 
     @property
-    def part_dim(self) -> int:
-        return self.part_features.size
+    def split(self) -> QuantParams:
+        return QuantParams(self.split_size, self.split_scale, self.split_zero_point)
 
     @property
-    def full_dim(self) -> int:
-        return self.full_features.size
+    def part_features(self) -> QuantParams:
+        return QuantParams(self.part_dim, self.part_scale, self.part_zero_point)
+
+    @property
+    def full_features(self) -> QuantParams:
+        return QuantParams(self.full_dim, self.full_scale, self.full_zero_point)
 
 
 @dataclass(frozen=True)
@@ -157,12 +171,7 @@ class Device:
         v = _HELLO.unpack_from(body)
         name_len = body[_HELLO.size]
         name = body[_HELLO.size + 1 : _HELLO.size + 1 + name_len].decode("ascii", errors="replace")
-        q = [QuantParams(v[i], v[i + 1], v[i + 2]) for i in (3, 6, 9, 12)]
-        self.info = DeviceInfo(
-            protocol_version=v[0], board=name, counter_unit=COUNTER_UNITS.get(v[1], f"unit{v[1]}"),
-            clock_hz=v[2], input=q[0], split=q[1], part_features=q[2], full_features=q[3],
-            max_tasks=v[15], max_classes=v[16], max_slots=v[17], arena_bytes=v[18], max_payload=v[19],
-        )
+        self.info = DeviceInfo(v[0], name, COUNTER_UNITS.get(v[1], f"unit{v[1]}"), *v[2:])
         self.decoder.max_payload = self.info.max_payload
         return self.info
 

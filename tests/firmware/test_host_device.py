@@ -1,6 +1,8 @@
 """The host build of the firmware against the real client over a real pty: every command, the
 error statuses, malformed input, the trainer, the SET_RATIO quantile rule and staged inference."""
 
+import dataclasses
+import json
 import os
 import struct
 import time
@@ -21,6 +23,7 @@ def test_hello_reports_model_and_limits(device):
     assert info.input.scale == pytest.approx(SCALES["input"][0]) and info.input.zero_point == SCALES["input"][1]
     assert info.part_features.zero_point == SCALES["part"][1]
     assert info.full_features.scale == pytest.approx(SCALES["full"][0])
+    assert json.loads(json.dumps(dataclasses.asdict(info)))["part_dim"] == PART  # reports store it as JSON
     limits = (info.max_tasks, info.max_classes, info.max_slots, info.arena_bytes, info.max_payload)
     assert limits == (2, 8, 64, 48, 4096)
 
