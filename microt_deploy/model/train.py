@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import json
+import pickle
 import time
 from collections.abc import Callable
 from typing import Any
@@ -192,8 +193,21 @@ def load_extractor(path: Any) -> Backbone:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise MicrotError(f"no trained extractor at {path}", "run `microt-deploy train` first") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
+        raise MicrotError(
+            f"{path} is not a readable extractor checkpoint ({str(err).splitlines()[0][:120]})",
+            "run `microt-deploy train` again to rewrite it",
+        ) from None
+    if not isinstance(blob, dict) or "state_dict" not in blob or "model_config" not in blob:
+        raise MicrotError(f"{path} is not a microt-deploy extractor checkpoint", "run `microt-deploy train` again")
     model = Backbone(blob["model_config"])
-    model.load_state_dict(blob["state_dict"])
+    try:
+        model.load_state_dict(blob["state_dict"])
+    except RuntimeError as err:
+        raise MicrotError(
+            f"{path} does not match its own model config ({str(err).splitlines()[0][:120]})",
+            "run `microt-deploy train` again",
+        ) from None
     return model.eval()
 
 
