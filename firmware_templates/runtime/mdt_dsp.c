@@ -45,20 +45,23 @@ static inline int32_t sxtab16_ror8(int32_t off2, int32_t v)
     return r;
 }
 
-/* Per-channel requantisation constants: the reference's shift split into left / right parts and
- * the 64-bit rounding constant of the fused form below. */
+/* Per-channel requantisation constants: the reference's shift split into left / right parts, and
+ * the 64-bit rounding constant k of the fused form below as two words (hoisted out of the loops). */
 typedef struct {
-    int32_t mult, left, right;
-    int64_t k;
+    int32_t mult, left, sh;
+    uint32_t k_lo;
+    int32_t k_hi;
 } rq_t;
 
 static inline rq_t rq_make(int32_t mult, int shift)
 {
     rq_t r;
+    const int32_t right = shift > 0 ? 0 : -shift;
     r.mult = mult;
     r.left = shift > 0 ? shift : 0;
-    r.right = shift > 0 ? 0 : -shift;
-    r.k = r.right > 0 ? ((int64_t)1 << 30) + ((int64_t)1 << (30 + r.right)) : ((int64_t)1 << 30);
+    r.sh = right - 1; /* -1: no right shift */
+    r.k_lo = right == 1 ? 0xC0000000u : 0x40000000u; /* 2^30 (+ 2^31 when right == 1) */
+    r.k_hi = right >= 2 ? (int32_t)(1u << (right - 2)) : 0; /* 2^(30 + right) above bit 32 */
     return r;
 }
 
@@ -68,13 +71,14 @@ static inline rq_t rq_make(int32_t mult, int shift)
 static inline int32_t rq_apply(const rq_t *r, int32_t acc)
 {
     const int32_t x = mdt_wrap_shl(acc, r->left);
-    if (r->right == 0) {
-        return (int32_t)(((int64_t)x * r->mult + r->k) >> 31);
+    if (r->sh < 0) {
+        return (int32_t)(((int64_t)x * r->mult + ((int64_t)1 << 30)) >> 31);
     }
     {
-        const int64_t k = r->k - (int64_t)((uint32_t)x & 0x80000000u);
-        const int64_t prod = k + (int64_t)x * r->mult;
-        return (int32_t)(prod >> 32) >> (r->right - 1);
+        int64_t k = (int64_t)(((uint64_t)(uint32_t)r->k_hi << 32) | r->k_lo);
+        k -= (int64_t)((uint32_t)x & 0x80000000u);
+        k += (int64_t)x * r->mult;
+        return (int32_t)(k >> 32) >> r->sh;
     }
 }
 
@@ -117,32 +121,43 @@ static inline void zero_groups(uint32_t *dst, int32_t n4)
     }
 }
 
-/* The core: PIX pixels x one output channel at a time over the widened scratch. */
-static void conv_core(const uint32_t *cols, const int16_t tail[PIX][4], int32_t n4, int32_t nt, int32_t npix,
+/* The core: PIX pixels x one output channel at a time over the widened scratch. Not inlined: the
+ * call is what orders the scratch's stores before the asm's loads (the asm declares no memory). */
+static __attribute__((noinline)) void conv_core(const uint32_t *cols, const int16_t tail[PIX][4], int32_t n4, int32_t nt, int32_t npix,
                       const int8_t *filter, int32_t depth, const mdt_conv_params *p, int8_t *out)
 {
+    const int32_t out_c = p->out_c, out_off = p->output_offset, lo = p->act_min, hi = p->act_max;
+    const int32_t *const bias_v = p->bias, *const mult_v = p->multiplier;
+    const int8_t *const shift_v = p->shift;
     int32_t oc;
-    for (oc = 0; oc < p->out_c; ++oc) {
-        const int8_t *w = filter + oc * depth;
-        const int32_t bias = p->bias ? p->bias[oc] : 0;
+    for (oc = 0; oc < out_c; ++oc) {
+        const int32_t bias = bias_v ? bias_v[oc] : 0;
         int32_t a0 = bias, a1 = bias, a2 = bias, a3 = bias;
         const uint32_t *x = cols;
-        const rq_t r = rq_make(p->multiplier[oc], p->shift[oc]);
+        const int8_t *w = filter + oc * depth;
+        const rq_t r = rq_make(mult_v[oc], shift_v[oc]);
         int32_t g, j;
         for (g = 0; g < n4; ++g) {
-            const int32_t wv = ld32(w);
-            const int32_t wa = __sxtb16(wv);
-            const int32_t wb = sxtb16_ror8(wv);
-            w += 4;
-            a0 = __smlad(wa, (int32_t)x[0], a0);
-            a0 = __smlad(wb, (int32_t)x[1], a0);
-            a1 = __smlad(wa, (int32_t)x[2], a1);
-            a1 = __smlad(wb, (int32_t)x[3], a1);
-            a2 = __smlad(wa, (int32_t)x[4], a2);
-            a2 = __smlad(wb, (int32_t)x[5], a2);
-            a3 = __smlad(wa, (int32_t)x[6], a3);
-            a3 = __smlad(wb, (int32_t)x[7], a3);
-            x += 2 * PIX;
+            /* 16 MACs in 15 instructions: 1 weight word unpacked twice, 4 LDRD of widened inputs */
+            int32_t wa, wb, x0, x1;
+            __asm__("ldr %[wb], [%[w]], #4\n\t"
+                    "sxtb16 %[wa], %[wb]\n\t"
+                    "sxtb16 %[wb], %[wb], ror #8\n\t"
+                    "ldrd %[x0], %[x1], [%[x], #8]\n\t"
+                    "smlad %[a1], %[wa], %[x0], %[a1]\n\t"
+                    "smlad %[a1], %[wb], %[x1], %[a1]\n\t"
+                    "ldrd %[x0], %[x1], [%[x], #16]\n\t"
+                    "smlad %[a2], %[wa], %[x0], %[a2]\n\t"
+                    "smlad %[a2], %[wb], %[x1], %[a2]\n\t"
+                    "ldrd %[x0], %[x1], [%[x], #24]\n\t"
+                    "smlad %[a3], %[wa], %[x0], %[a3]\n\t"
+                    "smlad %[a3], %[wb], %[x1], %[a3]\n\t"
+                    "ldrd %[x0], %[x1], [%[x]], #32\n\t"
+                    "smlad %[a0], %[wa], %[x0], %[a0]\n\t"
+                    "smlad %[a0], %[wb], %[x1], %[a0]"
+                    : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [w] "+r"(w), [x] "+r"(x),
+                      [wa] "=&r"(wa), [wb] "=&r"(wb), [x0] "=&r"(x0), [x1] "=&r"(x1)
+                    :);
         }
         for (j = 0; j < nt; ++j) {
             const int32_t wj = w[j];
@@ -151,15 +166,18 @@ static void conv_core(const uint32_t *cols, const int16_t tail[PIX][4], int32_t 
             a2 += wj * tail[2][j];
             a3 += wj * tail[3][j];
         }
-        out[oc] = rq_out(&r, a0, p->output_offset, p->act_min, p->act_max);
-        if (npix > 1) {
-            out[p->out_c + oc] = rq_out(&r, a1, p->output_offset, p->act_min, p->act_max);
-        }
-        if (npix > 2) {
-            out[2 * p->out_c + oc] = rq_out(&r, a2, p->output_offset, p->act_min, p->act_max);
-        }
-        if (npix > 3) {
-            out[3 * p->out_c + oc] = rq_out(&r, a3, p->output_offset, p->act_min, p->act_max);
+        out[oc] = rq_out(&r, a0, out_off, lo, hi);
+        if (npix == PIX) {
+            out[out_c + oc] = rq_out(&r, a1, out_off, lo, hi);
+            out[2 * out_c + oc] = rq_out(&r, a2, out_off, lo, hi);
+            out[3 * out_c + oc] = rq_out(&r, a3, out_off, lo, hi);
+        } else {
+            if (npix > 1) {
+                out[out_c + oc] = rq_out(&r, a1, out_off, lo, hi);
+            }
+            if (npix > 2) {
+                out[2 * out_c + oc] = rq_out(&r, a2, out_off, lo, hi);
+            }
         }
     }
 }

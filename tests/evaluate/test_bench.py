@@ -1,0 +1,58 @@
+"""The benchmark: the harness's report parsing, the loud not-bit-exact marking, and a real run of the
+smallest shared model on QEMU (DSP and naive builds, output checked against BUILTIN_REF, JSON)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from microt_deploy.errors import DeviceError
+from microt_deploy.evaluate import bench
+from microt_deploy.evaluate.bench_image import parse_report
+
+AD01 = Path("/work/shared/models/mlperf_tiny_ad01_int8.tflite")
+
+
+def test_parse_report_reads_every_line_kind():
+    unit, total, layers, out = parse_report("U 0\nT 1200\nO 7f80ff\nL 0 0 400\nL 0 1 800\nE\n", 2)
+    assert (unit, total, layers, out) == ("instructions", 1200, [400, 800], b"\x7f\x80\xff")
+
+
+def test_parse_report_refuses_a_truncated_report():
+    with pytest.raises(DeviceError, match="incomplete bench report"):
+        parse_report("U 0\nT 1200\nO 7f", 1)
+
+
+def test_table_says_loudly_when_not_bit_exact():
+    row = {"model": "m.tflite", "macs": 10, "text_rodata_bytes": 1, "const_bytes": 1, "arena_bytes": 1,
+           "tflm": {"arena_bytes": None, "host_arena": None}, "instructions": 5, "instr_per_mac": 0.5,
+           "instr_per_mac_naive": 1.0, "speedup_vs_naive": 2.0, "vs_tflm_ref": None, "vs_tflm_cmsis_nn": None,
+           "bit_exact": False, "bit_exact_naive": True, "differing_bytes": 3}
+    console = Console(record=True, width=250)
+    console.print(bench.summary_table([row]))
+    assert "NO (3 bytes differ)" in console.export_text()
+
+
+@pytest.mark.skipif(shutil.which("qemu-system-arm") is None or not AD01.is_file(), reason="needs QEMU and the model")
+def test_run_bench_on_a_shared_model(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "RESULTS", tmp_path / "results.json")
+    console = Console(record=True, width=250)
+    out = bench.run_bench([AD01], tmp_path / "bench.json", console)
+    (entry,) = out["models"]
+    assert entry["bit_exact"] and entry["bit_exact_naive"] and entry["differing_bytes"] == 0
+    assert entry["macs"] == 264192 and entry["unit"] == "instructions"
+    assert 0 < entry["instructions"] < entry["instructions_naive"]
+    assert entry["instr_per_mac"] == pytest.approx(entry["instructions"] / entry["macs"], abs=1e-3)
+    assert entry["tflm"]["cmsis_nn_instructions"] == 583240  # the anchor, read from the shared file
+    assert entry["vs_tflm_cmsis_nn"] == pytest.approx(583240 / entry["instructions"], abs=1e-3)
+    layer_sum = sum(la["instructions"] for la in entry["layers"])
+    assert len(entry["layers"]) == 10 and 0.9 * entry["instructions"] < layer_sum < 1.1 * entry["instructions"]
+    assert entry["const_bytes"] < entry["text_rodata_bytes"] and entry["arena_bytes"] > 0
+    assert json.loads((tmp_path / "bench.json").read_text()) == out
+    assert json.loads((tmp_path / "results.json").read_text()) == out
+    text = console.export_text()
+    assert "ad01_int8" in text and "x TFLM+CMSIS-NN" in text
