@@ -53,6 +53,19 @@ def _lower(spec: GraphSpec) -> _Compiled:
     return _Compiled(spec, graph, layers)
 
 
+# A bound buffer's bytes are passed on unchanged; each graph keeps its own parameters (as the
+# reference interpreter chain does). Scales that differ by float32 rounding of one calibration range
+# (relative 1e-5: under 3e-3 of a step even at |q - zp| = 255) mean the same values, so they bind.
+# The export stage checks the same bound (microt_deploy.export.quantize uses this constant).
+BINDING_SCALE_RTOL = 1e-5
+
+
+def _same_scale(a: object, b: object) -> bool:
+    sa = np.atleast_1d(np.asarray(a, dtype=np.float64))
+    sb = np.atleast_1d(np.asarray(b, dtype=np.float64))
+    return sa.shape == sb.shape and bool(np.all(np.abs(sa - sb) <= BINDING_SCALE_RTOL * np.abs(sb)))
+
+
 def _check_program(graphs: list[GraphSpec]) -> None:
     if not graphs:
         raise MicrotError("no graphs to compile", "pass at least one GraphSpec")
@@ -113,7 +126,7 @@ def _plan(compiled: list[_Compiled]) -> list[Buffer]:
                 raise MicrotError(f"graph '{c.spec.prefix}' binds input {i} to output {j} of '{other}', "
                                   "which does not exist", "fix input_bindings")
             a, b = g.t(g.inputs[i]), src_c.graph.t(src_c.graph.outputs[j])
-            if a.shape != b.shape or a.qscale != b.qscale or a.qzero != b.qzero:
+            if a.shape != b.shape or a.qzero != b.qzero or not _same_scale(a.qscale, b.qscale):
                 raise MicrotError(
                     f"input {i} '{a.name}' of '{c.spec.prefix}' {list(a.shape)} scale {a.qscale} zp {a.qzero} "
                     f"does not match output {j} '{b.name}' of '{other}' {list(b.shape)} scale {b.qscale} "
