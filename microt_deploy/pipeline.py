@@ -20,7 +20,8 @@ from microt_deploy.errors import MicrotError
 from microt_deploy.project import Project, init_project, open_project
 
 GRAPHS = ("trunk", "part_head", "rest")
-PREFIX = {"trunk": "mdt_trunk", "part_head": "mdt_part_head", "rest": "mdt_rest"}
+# The compiler reserves the mdt_ prefix for its runtime; the firmware aliases these names (mdt_graphs.h).
+PREFIX = {"trunk": "trunk", "part_head": "part_head", "rest": "rest"}
 
 
 @contextlib.contextmanager
@@ -97,7 +98,7 @@ def compile(project_dir: Path, console: Console) -> dict[str, Any]:  # noqa: A00
         GraphSpec(paths["rest"], prefix=PREFIX["rest"], input_bindings={0: (PREFIX["trunk"], 0)}),
     ]
     plan = compile_program(specs, project.compiled_dir)
-    console.print(summarize(plan))
+    console.print(summarize(plan), soft_wrap=True, highlight=False, markup=False)
     return plan
 
 
@@ -151,7 +152,7 @@ def _task_specs(project: Project, splits: dict[str, Any]) -> list[Any]:
 
     specs = []
     for index, task in enumerate(project.config["tasks"]):
-        labels = task.get("labels", task["name"])
+        labels = task["name"]  # load_splits keys each task's labels by the task's name
         specs.append(TaskSpec(index=index, name=task["name"], classes=int(task["classes"]),
                               train_labels=splits["train"].labels[labels],
                               calib_labels=splits["calib"].labels[labels],

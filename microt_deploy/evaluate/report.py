@@ -3,6 +3,7 @@ table (accuracy of part / full / staged, counts per stage, energy, saving vs ful
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -125,6 +126,8 @@ def _json_default(value: Any) -> Any:
         return value.item()
     if isinstance(value, np.ndarray):
         return value.tolist()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
