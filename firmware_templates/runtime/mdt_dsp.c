@@ -268,44 +268,62 @@ int mdt_conv2d_dsp(const mdt_conv_params *p, const int8_t *input, int8_t *output
     return 1;
 }
 
-/* Depthwise, depth multiplier 1, channels in groups of 4: SMLABB / SMLATT on the unpacked lanes. */
+/* Depthwise, depth multiplier 1, channels in groups of 4: SMLABB / SMLATT on the unpacked lanes.
+ * The parameters are copied to locals first: the int8 output stores may alias anything, so the
+ * compiler would otherwise reload every field after each store. */
 int mdt_depthwise_conv2d_dsp(const mdt_dwconv_params *p, const int8_t *input, int8_t *output)
 {
-    const int32_t C = p->in_c;
+    const int32_t C = p->in_c, in_h = p->in_h, in_w = p->in_w, k_h = p->k_h, k_w = p->k_w;
+    const int32_t out_h = p->out_h, out_w = p->out_w, stride_h = p->stride_h, stride_w = p->stride_w;
+    const int32_t dil_h = p->dil_h, dil_w = p->dil_w, pad_h = p->pad_h, pad_w = p->pad_w;
+    const int32_t out_off = p->output_offset, lo = p->act_min, hi = p->act_max;
+    const int32_t xstep = dil_w * C, ystep = dil_h * in_w * C, wrow_step = k_w * C;
+    const int8_t *const filter = p->filter;
+    const int32_t *const bias = p->bias, *const mult = p->multiplier;
+    const int8_t *const shift = p->shift;
     const int32_t off2 = (int32_t)(((uint32_t)(uint16_t)p->input_offset << 16) | (uint16_t)p->input_offset);
     int32_t b, oy, ox, c;
-    if (p->depth_multiplier != 1 || (C % 4) != 0 || !multipliers_ok(p->multiplier, p->out_c)) {
+    if (p->depth_multiplier != 1 || (C % 4) != 0 || !multipliers_ok(mult, p->out_c)) {
         return 0;
     }
     for (b = 0; b < p->batches; ++b) {
-        const int8_t *in_b = input + b * p->in_h * p->in_w * C;
-        for (oy = 0; oy < p->out_h; ++oy) {
-            const int32_t iy0 = oy * p->stride_h - p->pad_h;
-            int32_t ky0 = 0, ky1 = p->k_h;
-            while (ky0 < ky1 && iy0 + p->dil_h * ky0 < 0) {
+        const int8_t *in_b = input + b * in_h * in_w * C;
+        for (oy = 0; oy < out_h; ++oy) {
+            const int32_t iy0 = oy * stride_h - pad_h;
+            int32_t ky0 = 0, ky1 = k_h;
+            while (ky0 < ky1 && iy0 + dil_h * ky0 < 0) {
                 ky0++;
             }
-            while (ky1 > ky0 && iy0 + p->dil_h * (ky1 - 1) >= p->in_h) {
+            while (ky1 > ky0 && iy0 + dil_h * (ky1 - 1) >= in_h) {
                 ky1--;
             }
-            for (ox = 0; ox < p->out_w; ++ox) {
-                const int32_t ix0 = ox * p->stride_w - p->pad_w;
-                int32_t kx0 = 0, kx1 = p->k_w;
-                while (kx0 < kx1 && ix0 + p->dil_w * kx0 < 0) {
+            for (ox = 0; ox < out_w; ++ox) {
+                const int32_t ix0 = ox * stride_w - pad_w;
+                int32_t kx0 = 0, kx1 = k_w;
+                const int8_t *x_base;
+                const int8_t *w_base;
+                int32_t nky, nkx;
+                while (kx0 < kx1 && ix0 + dil_w * kx0 < 0) {
                     kx0++;
                 }
-                while (kx1 > kx0 && ix0 + p->dil_w * (kx1 - 1) >= p->in_w) {
+                while (kx1 > kx0 && ix0 + dil_w * (kx1 - 1) >= in_w) {
                     kx1--;
                 }
+                nky = ky1 - ky0;
+                nkx = kx1 - kx0;
+                x_base = in_b + ((iy0 + dil_h * ky0) * in_w + ix0 + dil_w * kx0) * C;
+                w_base = filter + ky0 * wrow_step + kx0 * C;
                 for (c = 0; c < C; c += 4) {
                     int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+                    const int8_t *xr = x_base + c;
+                    const int8_t *wr = w_base + c;
                     int32_t ky, kx;
-                    for (ky = ky0; ky < ky1; ++ky) {
-                        const int8_t *xrow = in_b + ((iy0 + p->dil_h * ky) * p->in_w + ix0) * C + c;
-                        const int8_t *wrow = p->filter + ky * p->k_w * C + c;
-                        for (kx = kx0; kx < kx1; ++kx) {
-                            const int32_t xv = ld32(xrow + p->dil_w * kx * C);
-                            const int32_t wv = ld32(wrow + kx * C);
+                    for (ky = 0; ky < nky; ++ky) {
+                        const int8_t *xp = xr;
+                        const int8_t *wp = wr;
+                        for (kx = 0; kx < nkx; ++kx) {
+                            const int32_t xv = ld32(xp);
+                            const int32_t wv = ld32(wp);
                             const int32_t xa = __sxtab16(off2, xv);
                             const int32_t xb = sxtab16_ror8(off2, xv);
                             const int32_t wa = __sxtb16(wv);
@@ -314,20 +332,21 @@ int mdt_depthwise_conv2d_dsp(const mdt_dwconv_params *p, const int8_t *input, in
                             a2 = __smlatt(xa, wa, a2);
                             a1 = __smlabb(xb, wb, a1);
                             a3 = __smlatt(xb, wb, a3);
+                            xp += xstep;
+                            wp += C;
                         }
+                        xr += ystep;
+                        wr += wrow_step;
                     }
                     {
-                        int32_t acc[4], i;
-                        acc[0] = a0;
-                        acc[1] = a1;
-                        acc[2] = a2;
-                        acc[3] = a3;
-                        for (i = 0; i < 4; ++i) {
-                            const int32_t oc = c + i;
-                            const rq_t r = rq_make(p->multiplier[oc], p->shift[oc]);
-                            const int32_t v = acc[i] + (p->bias ? p->bias[oc] : 0);
-                            output[oc] = rq_out(&r, v, p->output_offset, p->act_min, p->act_max);
-                        }
+                        rq_t r = rq_make(mult[c], shift[c]);
+                        output[c] = rq_out(&r, a0 + (bias ? bias[c] : 0), out_off, lo, hi);
+                        r = rq_make(mult[c + 1], shift[c + 1]);
+                        output[c + 1] = rq_out(&r, a1 + (bias ? bias[c + 1] : 0), out_off, lo, hi);
+                        r = rq_make(mult[c + 2], shift[c + 2]);
+                        output[c + 2] = rq_out(&r, a2 + (bias ? bias[c + 2] : 0), out_off, lo, hi);
+                        r = rq_make(mult[c + 3], shift[c + 3]);
+                        output[c + 3] = rq_out(&r, a3 + (bias ? bias[c + 3] : 0), out_off, lo, hi);
                     }
                 }
                 output += C;
