@@ -96,6 +96,9 @@ void mdt_softmax(const mdt_softmax_params *p, const int8_t *input, int8_t *outpu
 void mdt_requantize(const mdt_requant_params *p, const int8_t *input, int8_t *output);
 void mdt_copy(int32_t size, const int8_t *input, int8_t *output);
 
+/* element-wise, data-movement and float32-boundary kernels */
+#include "mdt_runtime_more.h"
+
 #ifdef __cplusplus
 }
 #endif

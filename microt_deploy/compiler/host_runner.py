@@ -84,10 +84,10 @@ def _batch(graph, inputs: list[np.ndarray]) -> int:
     for i, (idx, x) in enumerate(zip(graph.inputs, inputs, strict=True)):
         t = graph.t(idx)
         x = np.asarray(x)
-        if x.dtype != np.int8:
-            raise MicrotError(
-                f"input {i} '{t.name}' is {x.dtype}, the model takes int8",
-                f"quantize it first: q = clip(round(x / {t.qscale:.9g}) + {t.qzero}, -128, 127).astype(int8)")
+        if x.dtype != np.dtype(t.dtype):
+            fix = (f"quantize it first: q = clip(round(x / {t.qscale:.9g}) + {t.qzero}, -128, 127).astype(int8)"
+                   if t.dtype == "int8" else "pass float32 values (the model quantizes them itself)")
+            raise MicrotError(f"input {i} '{t.name}' is {x.dtype}, the model takes {t.dtype}", fix)
         if tuple(x.shape) == t.shape:
             b = 1
         elif t.shape[:1] == (1,) and tuple(x.shape[1:]) == t.shape[1:] and x.shape[0] >= 1:
@@ -95,7 +95,7 @@ def _batch(graph, inputs: list[np.ndarray]) -> int:
         else:
             dims = ", ".join(map(str, t.shape[1:]))
             raise MicrotError(f"input {i} '{t.name}' has shape {list(x.shape)}, the model takes "
-                              f"{list(t.shape)}", f"pass an int8 array of shape [N, {dims}]")
+                              f"{list(t.shape)}", f"pass a {t.dtype} array of shape [N, {dims}]")
         if batch is not None and b != batch:
             raise MicrotError("the inputs have different batch sizes", "give every input the same first dimension")
         batch = b
@@ -103,7 +103,8 @@ def _batch(graph, inputs: list[np.ndarray]) -> int:
 
 
 def run_model(tflite_path: str | Path, inputs: list[np.ndarray]) -> list[np.ndarray]:
-    """Run the model's generated C on the host over a batch (axis 0); one int8 array per output."""
+    """Run the model's generated C on the host over a batch (axis 0); one array per output, in the
+    model's I/O types (int8, or float32 for float-I/O models)."""
     graph = read_model(tflite_path)
     batch = _batch(graph, inputs)
     shapes = [graph.t(i).shape for i in graph.inputs]
@@ -117,22 +118,24 @@ def run_model(tflite_path: str | Path, inputs: list[np.ndarray]) -> list[np.ndar
                           f"{res.stderr.decode(errors='replace').strip()[:200]}", "report this as a compiler bug")
     outs = [graph.t(i) for i in graph.outputs]
     step = sum(t.nbytes for t in outs)
-    data = np.frombuffer(res.stdout, dtype=np.int8)
+    data = np.frombuffer(res.stdout, dtype=np.uint8)
     if data.size != step * batch:
         raise MicrotError(f"the host build wrote {data.size} bytes, expected {step * batch}",
                           "report this as a compiler bug")
     data = data.reshape(batch, step)
     results, pos = [], 0
     for t in outs:
-        chunk = data[:, pos:pos + t.nbytes].copy()
+        chunk = data[:, pos:pos + t.nbytes].copy().view(np.dtype(t.dtype))
         pos += t.nbytes
-        shape = (batch, *t.shape[1:]) if t.shape[:1] == (1,) or batch > 1 else t.shape
+        # samples are concatenated along axis 0, like running them one by one and np.concatenate
+        shape = (batch * t.shape[0], *t.shape[1:]) if t.shape else (batch,)
         results.append(chunk.reshape(shape))
     return results
 
 
 def infer_files(model: str | Path, input_npy: str | Path, output_npy: str | Path) -> np.ndarray:
-    """`microt-deploy infer`: run the single-input model on an int8 .npy, write the output .npy atomically."""
+    """`microt-deploy infer`: run the single-input model on an .npy (int8, or float32 for float-input
+    models), write the output .npy atomically."""
     try:
         x = np.load(input_npy, allow_pickle=False)
     except (OSError, ValueError) as exc:

@@ -34,12 +34,12 @@ class Tensor:
 
     @property
     def qscale(self) -> float:
-        """The per-tensor scale as TFLite's params.scale (the first one)."""
-        return float(self.scale[0])
+        """The per-tensor scale as TFLite's params.scale (the first one; 0.0 when not quantised)."""
+        return float(self.scale[0]) if self.scale.size else 0.0
 
     @property
     def qzero(self) -> int:
-        return int(self.zero_point[0])
+        return int(self.zero_point[0]) if self.zero_point.size else 0
 
 
 @dataclass

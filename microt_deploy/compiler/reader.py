@@ -12,9 +12,12 @@ from ..errors import MicrotError
 from .ir import Graph, Op, Tensor
 
 SUPPORTED_OPS = (
-    "ADD", "AVERAGE_POOL_2D", "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MAX_POOL_2D",
-    "MEAN", "PAD", "PADV2", "QUANTIZE", "RELU", "RELU6", "RELU_N1_TO_1", "RESHAPE", "SOFTMAX",
+    "ADD", "AVERAGE_POOL_2D", "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2D", "DEQUANTIZE",
+    "FULLY_CONNECTED", "HARD_SWISH", "LOGISTIC", "MAX_POOL_2D", "MEAN", "MUL", "PAD", "PADV2", "QUANTIZE",
+    "RELU", "RELU6", "RELU_N1_TO_1", "RESHAPE", "RESIZE_NEAREST_NEIGHBOR", "SOFTMAX", "SQUEEZE", "TRANSPOSE",
 )
+# The only places a float32 activation may appear: the input of a QUANTIZE, the output of a DEQUANTIZE.
+FLOAT_BOUNDARY = {("QUANTIZE", "input"), ("DEQUANTIZE", "output")}
 REEXPORT_HINT = (
     "re-export with full-integer int8 quantization (TFLiteConverter with a representative_dataset, "
     "supported_ops=[TFLITE_BUILTINS_INT8], inference_input_type=inference_output_type=tf.int8)"
@@ -125,7 +128,9 @@ _OPTION_CLASSES = {
     "CONV_2D": tflite.Conv2DOptions, "DEPTHWISE_CONV_2D": tflite.DepthwiseConv2DOptions,
     "FULLY_CONNECTED": tflite.FullyConnectedOptions, "ADD": tflite.AddOptions,
     "AVERAGE_POOL_2D": tflite.Pool2DOptions, "MAX_POOL_2D": tflite.Pool2DOptions,
-    "MEAN": tflite.ReducerOptions, "SOFTMAX": tflite.SoftmaxOptions,
+    "MEAN": tflite.ReducerOptions, "SOFTMAX": tflite.SoftmaxOptions, "MUL": tflite.MulOptions,
+    "CONCATENATION": tflite.ConcatenationOptions,
+    "RESIZE_NEAREST_NEIGHBOR": tflite.ResizeNearestNeighborOptions,
 }
 
 
@@ -153,6 +158,10 @@ def _options(raw, code: str) -> dict:
         out["keep_dims"] = bool(o.KeepDims())
     elif code == "SOFTMAX":
         out["beta"] = float(o.Beta())
+    elif code == "CONCATENATION":
+        out["axis"] = int(o.Axis())
+    elif code == "RESIZE_NEAREST_NEIGHBOR":
+        out.update(align_corners=bool(o.AlignCorners()), half_pixel_centers=bool(o.HalfPixelCenters()))
     return out
 
 
@@ -168,12 +177,14 @@ def validate(graph: Graph) -> None:
             raise MicrotError(
                 f"{graph.describe(op)} is not supported by the compiler",
                 f"supported ops are {', '.join(SUPPORTED_OPS)}; re-export the model without it "
-                "(e.g. use RELU/RELU6 instead of TANH/LOGISTIC, pooling instead of other reductions)",
+                "(e.g. use RELU/RELU6/LOGISTIC instead of TANH, pooling instead of other reductions)",
             )
         for role, idx in [("input", i) for i in op.inputs] + [("output", o) for o in op.outputs]:
             if idx < 0:
                 continue
             t = graph.t(idx)
+            if t.dtype == "float32" and not t.is_const and (op.code, role) in FLOAT_BOUNDARY:
+                continue
             if t.dtype not in ("int8", "int32", "int64") or (not t.is_const and t.dtype != "int8"):
                 raise MicrotError(
                     f"{graph.describe(op)} has {t.dtype} {role} '{t.name}'; only int8 activations run here",
@@ -185,6 +196,6 @@ def validate(graph: Graph) -> None:
         check_op(graph, op)
     for idx in graph.inputs + graph.outputs:
         t = graph.t(idx)
-        if t.dtype != "int8":
-            raise MicrotError(f"{graph.name}: graph input/output '{t.name}' is {t.dtype}, not int8",
-                              "set inference_input_type and inference_output_type to tf.int8")
+        if t.dtype not in ("int8", "float32"):
+            raise MicrotError(f"{graph.name}: graph input/output '{t.name}' is {t.dtype}, not int8 or float32",
+                              "set inference_input_type and inference_output_type to tf.int8 (or tf.float32)")

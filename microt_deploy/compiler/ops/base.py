@@ -26,7 +26,8 @@ class Layer:
 
     ``args`` are tensor indices passed as pointers after the params struct (inputs then the output);
     a kernel with ``params_type`` None takes ``size`` first (mdt_copy). ``alias`` marks a RESHAPE
-    whose output shares its input's buffer: no call is emitted.
+    whose output shares its input's buffer: no call is emitted. ``pack_inputs`` passes the inputs as
+    one array of pointers (CONCATENATION's variable input count).
     """
 
     op: Op
@@ -38,6 +39,7 @@ class Layer:
     macs: int = 0
     weight_bytes: int = 0
     alias: bool = False
+    pack_inputs: bool = False
 
 
 def fail(graph: Graph, op: Op, problem: str, fix: str) -> None:
