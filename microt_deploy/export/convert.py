@@ -115,12 +115,10 @@ def onnx_to_saved_model(name: str, onnx_path: Path, out_dir: Path, sample_nhwc: 
         try:
             # onnx2tf reads and writes side files in the working folder: keep them in our temp folder.
             os.chdir(out_dir.parent)
-            # Our ONNX graphs take NHWC input explicitly; naming it here stops onnx2tf from guessing
-            # the layout (its guess fails when C == H == W and then adds a silent TRANSPOSE).
+            # Default layout handling: 4D NCHW graph inputs become NHWC (see ExportView for why).
             onnx2tf.convert(
                 input_onnx_file_path=str(onnx_path),
                 output_folder_path=str(out_dir),
-                keep_nwc_or_nhwc_or_ndhwc_input_names=["input"],
                 non_verbose=True,
             )
         except MicrotError:

@@ -33,7 +33,7 @@ from microt_deploy.export.tflite_info import check_ops, io_info
 from microt_deploy.model.backbone import Backbone, SplitView
 from microt_deploy.model.data import NORM_MEAN, NORM_STD, load_splits
 from microt_deploy.model.probe import linear_probe_accuracy
-from microt_deploy.model.train import extract_features, load_extractor, set_threads
+from microt_deploy.model.train import extract_features, load_extractor, set_threads, to_nchw
 from microt_deploy.project import Project
 
 ProgressFn = Callable[[str, int, int, dict[str, float]], None]
@@ -41,20 +41,33 @@ ProgressFn = Callable[[str, int, int, dict[str, float]], None]
 FLOAT_CHECK_SAMPLES = 8
 
 
-class NHWCView(torch.nn.Module):
-    """One split view with NHWC tensors at its edges, as TFLite and the firmware lay them out.
+class ExportView(torch.nn.Module):
+    """One split view as it is exported: NCHW input (torch's layout; onnx2tf turns every 4D graph
+    input into NHWC by rule, without guessing), and the trunk's split activation permuted to NHWC
+    explicitly, the layout TFLite and the firmware keep it in.
 
-    The permutes are explicit in the ONNX graph, so no converter has to guess layouts; onnx2tf
-    folds them away (no TRANSPOSE reaches the .tflite, which ``check_ops`` enforces).
+    Measured with onnx2tf 1.29.24 on an 8x8x8 split (C == H == W): NHWC graph inputs (with or
+    without keep_nwc / keep_shape_absolutely) came out with a TRANSPOSE and wrong values, and a
+    ReduceMean right after the input reduced the wrong axes; this arrangement and GlobalAveragePool
+    are exact. ``check_saved_model`` verifies it on real samples for every export.
     """
 
     def __init__(self, backbone: Backbone, which: str) -> None:
         super().__init__()
         self.view = SplitView(backbone, which)
+        self.which = which
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.view(x.permute(0, 3, 1, 2))
-        return out.permute(0, 2, 3, 1) if out.ndim == 4 else out
+        out = self.view(x)
+        return out.permute(0, 2, 3, 1) if self.which == "trunk" else out
+
+
+def onnx_layouts(which: str) -> dict[str, str]:
+    return {"input": "NCHW", "output": "NHWC" if which == "trunk" else "NC"}
+
+
+def _to_nhwc(t: torch.Tensor) -> np.ndarray:
+    return t.permute(0, 2, 3, 1).contiguous().numpy()
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -66,17 +79,17 @@ def export_graphs(
 ) -> dict[str, Any]:
     """Convert the three views of ``model`` into ``out_dir`` (*.onnx, *.tflite); returns per-graph info."""
     model.eval()
-    x = torch.from_numpy(np.ascontiguousarray(calib_images))
-    trunk = NHWCView(model, "trunk").eval()
+    x = to_nchw(calib_images)
     with torch.no_grad():
         # part_head and rest are calibrated on the trunk's float outputs for the same images.
-        split = torch.cat([trunk(x[i : i + 256]) for i in range(0, len(x), 256)])
+        split = torch.cat([model.trunk(x[i : i + 256]) for i in range(0, len(x), 256)])
     inputs = {"trunk": x, "part_head": split, "rest": split}
     info: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="microt-export-") as tmp:
         for step, name in enumerate(GRAPHS):
-            view = NHWCView(model, name).eval()
+            view = ExportView(model, name).eval()
             sample = inputs[name]
+            sample_nhwc = _to_nhwc(sample)
             onnx_path = out_dir / f"{name}.onnx"
             to_onnx(view, sample[:1], onnx_path)
             onnx_diff = check_onnx(name, onnx_path, view, sample[:FLOAT_CHECK_SAMPLES])
@@ -84,8 +97,9 @@ def export_graphs(
             few = sample[:FLOAT_CHECK_SAMPLES]
             with torch.no_grad():
                 want = view(few).numpy()
-            tf_diff = check_saved_model(name, saved, [1, *sample.shape[1:]], few.numpy(), want)
-            data = quantize_saved_model(saved, sample.numpy())
+            expected = [1, *sample_nhwc.shape[1:]]
+            tf_diff = check_saved_model(name, saved, expected, sample_nhwc[:FLOAT_CHECK_SAMPLES], want)
+            data = quantize_saved_model(saved, sample_nhwc)
             ops = check_ops(name, data)
             atomic.write_bytes(out_dir / f"{name}.tflite", data)
             ins, outs = io_info(data)
@@ -96,6 +110,7 @@ def export_graphs(
                 "ops": ops,
                 "input": ins[0],
                 "output": outs[0],
+                "onnx_layout": onnx_layouts(name),
                 "onnx_max_abs_diff": onnx_diff,
                 "saved_model_max_abs_diff": tf_diff,
             }

@@ -16,6 +16,7 @@ import copy
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from microt_deploy.errors import MicrotError
@@ -116,6 +117,15 @@ def _conv_bn(cin: int, cout: int, kernel: int, stride: int, groups: int = 1, rel
     return nn.Sequential(*layers)
 
 
+def global_pool(x: torch.Tensor) -> torch.Tensor:
+    """Global average pool to (N, C).
+
+    Written as adaptive pooling so that ONNX gets GlobalAveragePool, whose axes are fixed by
+    definition: a ReduceMean over explicit axes is what onnx2tf re-maps wrongly when C == H == W.
+    """
+    return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+
+
 class InvertedResidual(nn.Module):
     """Optional 1x1 expand, depthwise kxk, linear 1x1 project; residual add when shapes match."""
 
@@ -166,14 +176,14 @@ class Backbone(nn.Module):
 
     def part_head(self, split: torch.Tensor) -> torch.Tensor:
         """Split activation -> part features (global average pool), shape (N, part_dim)."""
-        return torch.flatten(torch.mean(split, dim=(2, 3), keepdim=True), 1)
+        return global_pool(split)
 
     def rest(self, split: torch.Tensor) -> torch.Tensor:
         """Split activation -> full features (blocks[k:], feature mix, pool), shape (N, full_dim)."""
         x = split
         for block in self.blocks[self.split_block :]:
             x = block(x)
-        return torch.flatten(torch.mean(self.mix(x), dim=(2, 3), keepdim=True), 1)
+        return global_pool(self.mix(x))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(part features, full features) of an NCHW batch."""

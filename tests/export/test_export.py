@@ -13,7 +13,7 @@ import torch
 from microt_deploy.errors import MicrotError
 from microt_deploy.export import export_project, quantize_input, reference_outputs
 from microt_deploy.export.convert import onnx_to_saved_model, quantize_saved_model, to_onnx
-from microt_deploy.export.pipeline import NHWCView
+from microt_deploy.export.pipeline import ExportView
 from microt_deploy.export.quantize import check_split_params, dequantize
 from microt_deploy.export.tflite_info import SUPPORTED_OPS, io_info, op_names
 from microt_deploy.model.backbone import split_shape
@@ -28,7 +28,11 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    project = init_project(tmp_path_factory.mktemp("export") / "p", tiny_config(joint_epochs=6))
+    # Cut after the first block: the split activation is 8x8x8, C == H == W, the case where a
+    # converter that guesses NCHW vs NHWC goes silently wrong.
+    cfg = tiny_config(joint_epochs=6)
+    cfg["model"]["split_block"] = 1
+    project = init_project(tmp_path_factory.mktemp("export") / "p", cfg)
     train_project(project)
     meta = export_project(project)
     return project, meta
@@ -45,7 +49,7 @@ def test_files_and_metadata(exported):
     assert sorted(p.name for p in project.root.iterdir()) == ["checkpoints", "export", "microt.toml"]
     assert meta["input"]["shape"] == [1, 16, 16, 3] and meta["input"]["dtype"] == "int8"
     h, w, c = split_shape(project.config["model"])
-    assert meta["split"]["shape"] == [1, h, w, c]
+    assert meta["split"]["shape"] == [1, h, w, c] and h == w == c == 8
     assert meta["part_features"]["shape"] == [1, 8] and meta["full_features"]["shape"] == [1, 16]
     assert meta["seconds"] < 90
 
@@ -79,16 +83,20 @@ def test_onnx_graphs_match_torch(exported):
     project, meta = exported
     model = load_extractor(project.checkpoints / "extractor.pt")
     images = load_splits(project.config)["test"].images[:4]
-    x = torch.from_numpy(images)
+    x = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
     with torch.no_grad():
-        split = NHWCView(model, "trunk")(x)
+        split = model.trunk(x)
     for name, inp in (("trunk", x), ("part_head", split), ("rest", split)):
         assert meta["graphs"][name]["onnx_max_abs_diff"] < 1e-3
+        assert meta["graphs"][name]["onnx_layout"]["input"] == "NCHW"
         session = ort.InferenceSession(str(project.export_dir / f"{name}.onnx"), providers=["CPUExecutionProvider"])
         with torch.no_grad():
-            want = NHWCView(model, name)(inp).numpy()
+            want = ExportView(model, name)(inp).numpy()
         got = np.concatenate([session.run(None, {"input": s[None].numpy()})[0] for s in inp])
         assert np.abs(got - want).max() < 1e-4
+    assert got.shape == (4, 16)
+    trunk_out = ort.InferenceSession(str(project.export_dir / "trunk.onnx"), providers=["CPUExecutionProvider"])
+    assert trunk_out.run(None, {"input": x[:1].numpy()})[0].shape == (1, 8, 8, 8)  # NHWC split
 
 
 def test_reference_chain_tracks_float_model(exported):
@@ -131,13 +139,13 @@ def test_mismatched_split_calibration_is_refused(exported, tmp_path):
     """Calibrate part_head on the wrong range (3x the trunk's outputs): the check must refuse it."""
     project, meta = exported
     model = load_extractor(project.checkpoints / "extractor.pt")
-    view = NHWCView(model, "part_head").eval()
-    images = torch.from_numpy(load_splits(project.config)["train"].images)
+    view = ExportView(model, "part_head").eval()
+    images = load_splits(project.config)["train"].images
     with torch.no_grad():
-        split = NHWCView(model, "trunk")(images).numpy()
-    to_onnx(view, torch.from_numpy(split[:1]), tmp_path / "part_head.onnx")
-    saved = onnx_to_saved_model("part_head", tmp_path / "part_head.onnx", tmp_path / "sm" / "saved_model", split)
-    wrong = quantize_saved_model(saved, split * 3.0)
+        split = model.trunk(torch.from_numpy(images.transpose(0, 3, 1, 2).copy()))
+    to_onnx(view, split[:1], tmp_path / "part_head.onnx")
+    saved = onnx_to_saved_model("part_head", tmp_path / "part_head.onnx", tmp_path / "sm" / "saved_model", images)
+    wrong = quantize_saved_model(saved, split.permute(0, 2, 3, 1).numpy() * 3.0)
     trunk_out = io_info((project.export_dir / "trunk.tflite").read_bytes())[1][0]
     with pytest.raises(MicrotError, match="split tensor quantisation differs"):
         check_split_params(trunk_out, {"part_head": io_info(wrong)[0][0]})
