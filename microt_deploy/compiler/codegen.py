@@ -14,7 +14,7 @@ from .. import atomic
 from ..errors import MicrotError
 from .ir import Graph
 from .ops import Layer, Ref, lower_op
-from .planner import ALIGN, Buffer, align, place
+from .planner import ALIGN, ELEMENTWISE_INPLACE, ROW_KERNELS, Buffer, align, conv_row_inplace, place_best, span
 from .reader import read_model
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -84,18 +84,124 @@ def _check_program(graphs: list[GraphSpec]) -> None:
         seen.add(spec.prefix.lower())
 
 
+def _decide_and_place(compiled, keys, first, last, find, offset_in_root, union, kernels, disabled):
+    """In-place decisions in program order (an input read for the last time by this layer gives its
+    place to the output: element-wise kernels at the same address, convs row by row at an offset),
+    then groups -> buffers, plus one scratch row per in-place conv, placed on the arena."""
+    members: dict = {}
+    for key in keys:
+        members.setdefault(find(key), []).append(key)
+
+    def group_last(key):
+        return max(last[k] for k in members[find(key)])
+
+    def extent(root):
+        spans = [(offset_in_root(k)[1], offset_in_root(k)[1] + compiled[k[0]].graph.t(k[1]).nbytes)
+                 for k in members[root]]
+        return min(a for a, _ in spans), max(b for _, b in spans)
+
+    def merge(a, b, delta):
+        ra, rb = find(a), find(b)
+        union(a, b, delta)
+        root = find(a)
+        members[root] = members.pop(ra, []) + (members.pop(rb, []) if rb != ra else [])
+
+    _scratch.clear()
+    for gi, c in enumerate(compiled):
+        g = c.graph
+        for li, layer in enumerate(c.layers):
+            layer.inplace = None
+            layer.kernel = kernels[(gi, li)]
+            if layer.alias or (gi, li) in disabled:
+                continue
+            st = c.start + 1 + li
+            out_key = (gi, layer.args[-1])
+            y = g.t(layer.args[-1])
+            if layer.kernel in ELEMENTWISE_INPLACE:
+                for idx in layer.args[:-1]:
+                    x = g.t(idx)
+                    if x.is_const or x.size != y.size or find((gi, idx)) == find(out_key):
+                        continue
+                    if group_last((gi, idx)) == st:
+                        merge(out_key, (gi, idx), 0)
+                        layer.inplace = {"input": idx, "delta": 0, "scratch": 0}
+                        break
+            elif layer.kernel in ROW_KERNELS and layer.fields["batches"] == 1:
+                idx = layer.args[0]
+                x = g.t(idx)
+                if x.is_const or group_last((gi, idx)) != st:
+                    continue
+                delta, scratch = conv_row_inplace(layer.fields)
+                # the merged group must not outgrow both what it was and the output alone (drift)
+                old_lo, old_hi = extent(find((gi, idx)))
+                _, oi = offset_in_root((gi, idx))
+                _, oo = offset_in_root(out_key)
+                out_lo, out_hi = extent(find(out_key))
+                new_size = max(old_hi, oi + delta - oo + out_hi) - min(old_lo, oi + delta - oo + out_lo)
+                if span(x.nbytes, y.nbytes, delta) + scratch < x.nbytes + y.nbytes and \
+                        new_size <= max(old_hi - old_lo, y.nbytes) + scratch:
+                    merge(out_key, (gi, idx), delta)
+                    layer.inplace = {"input": idx, "delta": delta, "scratch": scratch}
+                    layer.kernel = ROW_KERNELS[layer.kernel]
+
+    groups: dict = {}
+    lo: dict = {}
+    for key in keys:
+        root, off = offset_in_root(key)
+        gi, idx = key
+        t = compiled[gi].graph.t(idx)
+        buf = groups.get(root)
+        if buf is None:
+            buf = groups[root] = Buffer(len(groups), 0, first[key], last[key])
+            lo[root], hi = off, off + t.nbytes
+        else:
+            hi = max(buf.size + lo[root], off + t.nbytes)
+            lo[root] = min(lo[root], off)
+        buf.size = hi - lo[root]
+        buf.first = min(buf.first, first[key])
+        buf.last = max(buf.last, last[key])
+        buf.tensors.append(f"{compiled[gi].spec.prefix}:{t.name}")
+    buffers = list(groups.values())
+    for gi, c in enumerate(compiled):
+        for li, layer in enumerate(c.layers):
+            if layer.inplace and layer.inplace["scratch"]:
+                st = c.start + 1 + li
+                sb = Buffer(len(buffers), layer.inplace["scratch"], st, st, [f"{c.spec.prefix}:scratch{li}"])
+                buffers.append(sb)
+                _scratch[(gi, li)] = sb
+    peak = place_best(buffers)
+    return peak, buffers, groups, lo
+
+
 def _plan(compiled: list[_Compiled]) -> list[Buffer]:
-    """Union aliased tensors into buffers and compute each buffer's live range in program steps."""
+    """Group tensors that share memory (aliases at the same address, in-place outputs at a fixed
+    offset from their input), compute each group's live range in program steps, then place groups
+    and per-layer scratch rows on the arena."""
     parent: dict[tuple[int, int], tuple[int, int]] = {}
+    rel: dict[tuple[int, int], int] = {}  # byte offset of a key relative to its parent
 
     def find(k):
+        path = []
         while parent.setdefault(k, k) != k:
-            parent[k] = parent[parent[k]]
+            path.append(k)
             k = parent[k]
+        for p_ in reversed(path):  # compress: offsets become relative to the root
+            if parent[p_] != k:
+                rel[p_] = rel.get(p_, 0) + rel.get(parent[p_], 0)
+                parent[p_] = k
         return k
 
-    def union(a, b):
-        parent[find(a)] = find(b)
+    def offset_in_root(k):
+        root = find(k)
+        return root, (0 if k == root else rel.get(k, 0))
+
+    def union(a, b, delta=0):
+        """Place a's group so that a starts ``delta`` bytes after b."""
+        ra, oa = offset_in_root(a)
+        rb, ob = offset_in_root(b)
+        if ra != rb:
+            parent[ra] = rb
+            rel[ra] = ob + delta - oa
 
     prefixes = {c.spec.prefix: gi for gi, c in enumerate(compiled)}
     first: dict[tuple[int, int], int] = {}
@@ -131,7 +237,7 @@ def _plan(compiled: list[_Compiled]) -> list[Buffer]:
                 raise MicrotError(f"graph '{c.spec.prefix}' binds input {i} to output {j} of '{other}', "
                                   "which does not exist", "fix input_bindings")
             a, b = g.t(g.inputs[i]), src_c.graph.t(src_c.graph.outputs[j])
-            if a.shape != b.shape or a.qzero != b.qzero or not _same_scale(a.qscale, b.qscale):
+            if a.shape != b.shape or a.qscale != b.qscale or a.qzero != b.qzero:
                 raise MicrotError(
                     f"input {i} '{a.name}' of '{c.spec.prefix}' {list(a.shape)} scale {a.qscale} zp {a.qzero} "
                     f"does not match output {j} '{b.name}' of '{other}' {list(b.shape)} scale {b.qscale} "
@@ -141,27 +247,46 @@ def _plan(compiled: list[_Compiled]) -> list[Buffer]:
         for idx in g.outputs:  # the firmware reads outputs until the next graph's inputs are written
             touch((gi, idx), c.end + 1)
 
-    groups: dict[tuple[int, int], Buffer] = {}
-    for key in sorted(first.keys() | last.keys()):
-        root = find(key)
-        gi, idx = key
-        t = compiled[gi].graph.t(idx)
-        buf = groups.get(root)
-        if buf is None:
-            buf = groups[root] = Buffer(len(groups), t.nbytes, first.get(key, last[key]), last[key])
-        buf.size = max(buf.size, t.nbytes)
-        buf.first = min(buf.first, first.get(key, last[key]))
-        buf.last = max(buf.last, last[key])
-        buf.tensors.append(f"{compiled[gi].spec.prefix}:{t.name}")
-    buffers = list(groups.values())
-    place(buffers)
+    keys = sorted(first.keys() | last.keys())
+    for key in keys:
+        first.setdefault(key, last[key])
+    base_parent, base_rel = dict(parent), dict(rel)
+    kernels = {(gi, li): layer.kernel for gi, c in enumerate(compiled) for li, layer in enumerate(c.layers)}
+
+    def build(disabled: set) -> tuple[int, list[Buffer], dict, dict]:
+        parent.clear()
+        parent.update(base_parent)
+        rel.clear()
+        rel.update(base_rel)
+        return _decide_and_place(compiled, keys, first, last, find, offset_in_root, union, kernels, disabled)
+
+    # In-place chains drift (each row-wise conv starts its output a little before its input); a long
+    # chain can cost more than it saves, so drop single in-place decisions while the arena shrinks.
+    peak, *_ = build(set())
+    disabled: set = set()
+    for cand in [(gi, li) for gi, c in enumerate(compiled) for li, la in enumerate(c.layers) if la.inplace]:
+        trial, *_ = build(disabled | {cand})
+        if trial < peak:
+            peak, disabled = trial, disabled | {cand}
+    peak, buffers, groups, lo = build(disabled)
     _buffer_of.clear()
-    for key in first.keys() | last.keys():
-        _buffer_of[key] = groups[find(key)]
+    _offset_of.clear()
+    _first_last.clear()
+    _size_of.clear()
+    for key in keys:
+        root, off = offset_in_root(key)
+        _buffer_of[key] = groups[root]
+        _offset_of[key] = groups[root].offset + off - lo[root]
+        _first_last[key] = (first[key], last[key])
+        _size_of[key] = compiled[key[0]].graph.t(key[1]).nbytes
     return buffers
 
 
 _buffer_of: dict[tuple[int, int], Buffer] = {}
+_offset_of: dict[tuple[int, int], int] = {}  # arena byte offset of each tensor
+_first_last: dict[tuple[int, int], tuple[int, int]] = {}
+_scratch: dict[tuple[int, int], Buffer] = {}  # (graph, layer) -> its row scratch
+_size_of: dict[tuple[int, int], int] = {}
 
 
 def _c_array(name: str, ctype: str, values: np.ndarray) -> str:
@@ -207,10 +332,12 @@ def _emit_graph(gi: int, c: _Compiled, out: list[str]) -> int:
                     consts_done.add(idx)
                 ptrs.append(f"{p}_c{idx}")
             else:
-                ptrs.append(f"arena + {_buffer_of[(gi, idx)].offset}")
+                ptrs.append(f"arena + {_offset_of[(gi, idx)]}")
         if layer.alias:
             calls.append(f"    /* layer {li}: {layer.op.code} aliases its input (no copy) */")
             continue
+        if (gi, li) in _scratch:  # in-place row kernels take a one-row scratch last
+            ptrs.append(f"arena + {_scratch[(gi, li)].offset}")
         if layer.params_type is None:
             call = f"{layer.kernel}({layer.fields['size']}, {', '.join(ptrs)});"
         elif layer.pack_inputs:
@@ -238,9 +365,9 @@ def _io_macros(gi: int, c: _Compiled) -> list[str]:
              f"#define {pu}_NUM_OUTPUTS {len(g.outputs)}"]
     for kind, idxs in (("INPUT", g.inputs), ("OUTPUT", g.outputs)):
         for i, idx in enumerate(idxs):
-            t, buf = g.t(idx), _buffer_of[(gi, idx)]
+            t = g.t(idx)
             m = f"{pu}_{kind}{i}"
-            lines += [f"#define {m}_OFFSET {buf.offset}", f"#define {m}_SIZE {t.nbytes}",
+            lines += [f"#define {m}_OFFSET {_offset_of[(gi, idx)]}", f"#define {m}_SIZE {t.nbytes}",
                       f"#define {m}_COUNT {t.size}", f"#define {m}_DTYPE {_DTYPE_MACROS[t.dtype]}",
                       f"#define {m}_SCALE {float(np.float32(t.qscale)):.9g}f",
                       f"#define {m}_ZERO_POINT ({t.qzero})", f"#define {m}_RANK {len(t.shape)}"]
@@ -291,6 +418,7 @@ def compile_program(graphs: list[GraphSpec], out_dir: str | Path, header_name: s
     plan = {
         "version": 1, "header": header_name, "arena_bytes": peak, "arena_size": arena, "align": ALIGN,
         "const_bytes": total_const, "macs": sum(g["macs"] for g in plan_graphs), "graphs": plan_graphs,
+        "tensors": _tensor_records(compiled),
         "buffers": [{"id": b.id, "offset": b.offset, "size": b.size, "first": b.first, "last": b.last,
                      "tensors": b.tensors} for b in buffers],
     }
@@ -301,12 +429,32 @@ def compile_program(graphs: list[GraphSpec], out_dir: str | Path, header_name: s
     return plan
 
 
+def _live_bytes(step: int) -> int:
+    """Bytes of the arena in use at a program step: the union of live tensors' and scratch ranges."""
+    ranges = sorted({(_offset_of[k], _offset_of[k] + _size_of[k]) for k, (f, la) in _first_last.items()
+                     if f <= step <= la} | {(b.offset, b.offset + b.size) for b in _scratch.values()
+                                            if b.first == step})
+    total, end = 0, 0
+    for a, b in ranges:
+        if b > end:
+            total += b - max(a, end)
+            end = b
+    return total
+
+
+def _tensor_records(compiled: list[_Compiled]) -> list[dict]:
+    return [{"key": f"{compiled[gi].spec.prefix}:{idx}", "name": compiled[gi].graph.t(idx).name,
+             "offset": _offset_of[(gi, idx)], "size": _size_of[(gi, idx)], "first": f, "last": la,
+             "buffer": _buffer_of[(gi, idx)].id} for (gi, idx), (f, la) in sorted(_first_last.items())]
+
+
 def _graph_plan(gi: int, c: _Compiled, const_bytes: int) -> dict:
     g = c.graph
 
     def io(idx: int) -> dict:
         t, buf = g.t(idx), _buffer_of[(gi, idx)]
-        return {"name": t.name, "shape": list(t.shape), "dtype": t.dtype, "offset": buf.offset, "size": t.nbytes,
+        return {"name": t.name, "shape": list(t.shape), "dtype": t.dtype, "offset": _offset_of[(gi, idx)],
+                "size": t.nbytes,
                 "scale": float(t.qscale), "zero_point": t.qzero, "buffer": buf.id}
 
     layers = []
@@ -315,7 +463,12 @@ def _graph_plan(gi: int, c: _Compiled, const_bytes: int) -> dict:
         buf = _buffer_of[(gi, layer.args[-1])]
         layers.append({"index": li, "op": layer.op.code, "tflite_op": layer.op.index, "output": t.name,
                        "output_shape": list(t.shape), "macs": layer.macs, "weight_bytes": layer.weight_bytes,
-                       "output_offset": buf.offset, "output_size": t.nbytes, "buffer": buf.id,
+                       "output_offset": _offset_of[(gi, layer.args[-1])], "output_size": t.nbytes, "buffer": buf.id,
+                       "output_key": f"{c.spec.prefix}:{layer.args[-1]}", "live_bytes": _live_bytes(c.start + 1 + li),
+                       "inplace": None if not layer.inplace else {
+                           "input": f"{c.spec.prefix}:{layer.inplace['input']}", "delta": layer.inplace["delta"],
+                           "scratch_size": layer.inplace["scratch"],
+                           "scratch_offset": _scratch[(gi, li)].offset if (gi, li) in _scratch else None},
                        "step": c.start + 1 + li, "alias": layer.alias,
                        "inputs": [{"name": g.t(i).name, "const": g.t(i).is_const,
                                    "buffer": None if g.t(i).is_const else _buffer_of[(gi, i)].id}

@@ -27,10 +27,25 @@ def align(n: int, a: int = ALIGN) -> int:
     return (n + a - 1) // a * a
 
 
-def place(buffers: list[Buffer]) -> int:
+def place_best(buffers: list[Buffer]) -> int:
+    """Greedy placement under a few orders (largest first, earliest first, longest-lived first); keep
+    the smallest arena."""
+    orders = [lambda b: (-b.size, b.first, b.id), lambda b: (b.first, -b.size, b.id),
+              lambda b: (-(b.last - b.first), -b.size, b.id), lambda b: (-b.size * (b.last - b.first + 1), b.id)]
+    best, best_offsets = None, None
+    for order in orders:
+        peak = place(buffers, order)
+        if best is None or peak < best:
+            best, best_offsets = peak, [b.offset for b in buffers]
+    for b, off in zip(buffers, best_offsets or [], strict=True):
+        b.offset = off
+    return best or 0
+
+
+def place(buffers: list[Buffer], order=lambda b: (-b.size, b.first, b.id)) -> int:
     """Give every buffer an offset; return the arena size (end of the highest buffer)."""
     placed: list[Buffer] = []
-    for buf in sorted(buffers, key=lambda b: (-b.size, b.first, b.id)):
+    for buf in sorted(buffers, key=order):
         busy = sorted((p.offset, p.offset + p.size) for p in placed if p.overlaps_in_time(buf))
         offset = 0
         for start, end in busy:
@@ -40,3 +55,52 @@ def place(buffers: list[Buffer]) -> int:
         buf.offset = offset
         placed.append(buf)
     return max((b.offset + b.size for b in buffers), default=0)
+
+
+# Kernels whose output element i depends only on input element i (same index): the output may take
+# the input's place when that input is read for the last time. DEQUANTIZE writes backwards (its float
+# output is 4x wider), QUANTIZE float->int8 forwards, so both are safe at the same start address.
+ELEMENTWISE_INPLACE = frozenset({"mdt_add", "mdt_mul", "mdt_requantize", "mdt_lookup", "mdt_quantize_f32",
+                                 "mdt_dequantize_f32"})
+ROW_KERNELS = {"mdt_conv2d": "mdt_conv2d_rows", "mdt_depthwise_conv2d": "mdt_dwconv_rows"}
+
+
+def conv_row_inplace(f: dict) -> tuple[int, int]:
+    """(delta, scratch) for running a conv / depthwise one output row at a time over its input.
+
+    Row r is computed into a one-row scratch, then copied to output + r * out_row. After row r the
+    kernel still reads input rows from max(0, (r + 1) * stride - pad) on, so the copy must end at or
+    before that row's start: delta (output start - input start) <= that bound for every r but the last.
+    """
+    in_row, out_row = f["in_w"] * f["in_c"], f["out_w"] * f["out_c"]
+    bound = min((max(0, (r + 1) * f["stride_h"] - f["pad_h"]) * in_row - (r + 1) * out_row
+                 for r in range(f["out_h"] - 1)), default=0)
+    return min(bound, 0), out_row
+
+
+def span(in_size: int, out_size: int, delta: int) -> int:
+    """Bytes covered by an input and an output placed ``delta`` bytes after it."""
+    return max(in_size, delta + out_size) - min(0, delta)
+
+
+def check_plan(plan: dict) -> None:
+    """Raise AssertionError unless no two tensors live at the same step share bytes, except an alias
+    (same bytes: RESHAPE, bound graph inputs) or a declared in-place pair at the step it runs."""
+    tensors = plan["tensors"]
+    pairs = {(la["inplace"]["input"], la["output_key"], la["step"])
+             for g in plan["graphs"] for la in g["layers"] if la.get("inplace")}
+    scratch = [(la["inplace"]["scratch_offset"], la["inplace"]["scratch_size"], la["step"])
+               for g in plan["graphs"] for la in g["layers"] if la.get("inplace") and la["inplace"]["scratch_size"]]
+    for i, a in enumerate(tensors):
+        for b in tensors[i + 1:]:
+            live = a["first"] <= b["last"] and b["first"] <= a["last"]
+            apart = a["offset"] + a["size"] <= b["offset"] or b["offset"] + b["size"] <= a["offset"]
+            if not live or apart or (a["offset"], a["size"]) == (b["offset"], b["size"]):
+                continue
+            ok = any({x, y} == {a["key"], b["key"]} and step == min(a["last"], b["last"])
+                     == max(a["first"], b["first"]) for x, y, step in pairs)
+            assert ok, f"tensors {a['key']} and {b['key']} overlap while both live"
+        for off, size, step in scratch:
+            if a["first"] <= step <= a["last"]:
+                assert off + size <= a["offset"] or a["offset"] + a["size"] <= off, \
+                    f"scratch at step {step} overlaps {a['key']}"

@@ -40,6 +40,7 @@ class Layer:
     weight_bytes: int = 0
     alias: bool = False
     pack_inputs: bool = False
+    inplace: dict | None = None  # set by the planner: {input, delta, scratch}
 
 
 def fail(graph: Graph, op: Op, problem: str, fix: str) -> None:
