@@ -88,3 +88,12 @@ def test_split_params_check():
         check_split_params(trunk, {"part_head": _t(0.1, 7)})
     with pytest.raises(MicrotError, match="shape"):
         check_split_params(trunk, {"rest": _t(0.0996875911951065, 7, shape=(1, 8, 4, 4))})
+
+
+def test_conversion_cannot_reach_the_network():
+    import requests
+
+    from microt_deploy.export.convert import _no_network
+
+    with _no_network(), pytest.raises(MicrotError, match="tried to download"):
+        requests.get("https://github.com/PINTO0309/onnx2tf/releases/download/x.npy", timeout=1)
