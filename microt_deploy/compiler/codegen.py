@@ -237,7 +237,7 @@ def _plan(compiled: list[_Compiled]) -> list[Buffer]:
                 raise MicrotError(f"graph '{c.spec.prefix}' binds input {i} to output {j} of '{other}', "
                                   "which does not exist", "fix input_bindings")
             a, b = g.t(g.inputs[i]), src_c.graph.t(src_c.graph.outputs[j])
-            if a.shape != b.shape or a.qscale != b.qscale or a.qzero != b.qzero:
+            if a.shape != b.shape or a.qzero != b.qzero or not _same_scale(a.qscale, b.qscale):
                 raise MicrotError(
                     f"input {i} '{a.name}' of '{c.spec.prefix}' {list(a.shape)} scale {a.qscale} zp {a.qzero} "
                     f"does not match output {j} '{b.name}' of '{other}' {list(b.shape)} scale {b.qscale} "
