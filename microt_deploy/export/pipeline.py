@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from microt_deploy import atomic
+from microt_deploy.errors import MicrotError
 from microt_deploy.export.convert import (
     check_onnx,
     check_saved_model,
@@ -30,7 +31,7 @@ from microt_deploy.export.convert import (
 from microt_deploy.export.quantize import check_split_params, dequantize, quantize_input
 from microt_deploy.export.reference import GRAPHS, reference_outputs
 from microt_deploy.export.tflite_info import check_ops, io_info
-from microt_deploy.model.backbone import Backbone, SplitView
+from microt_deploy.model.backbone import Backbone, SplitView, resolve_model_config
 from microt_deploy.model.data import NORM_MEAN, NORM_STD, load_splits
 from microt_deploy.model.probe import linear_probe_accuracy
 from microt_deploy.model.train import extract_features, load_extractor, set_threads, to_nchw
@@ -166,11 +167,27 @@ def _qp(tensor: dict[str, Any]) -> dict[str, Any]:
     return {"scale": tensor["scale"], "zero_point": tensor["zero_point"]}
 
 
+ARCHITECTURE_KEYS = ("input_size", "stem_channels", "blocks", "split_block", "feature_channels")
+
+
+def _check_config_matches(model: Backbone, model_cfg: dict[str, Any]) -> None:
+    """The checkpoint must be the model the config describes (the part head is trained at its split)."""
+    wanted = resolve_model_config(model_cfg)
+    for key in ARCHITECTURE_KEYS:
+        if wanted.get(key) != model.config.get(key):
+            raise MicrotError(
+                f"checkpoints/extractor.pt was trained with model.{key} = {model.config.get(key)} but "
+                f"microt.toml now says {wanted.get(key)}",
+                "run `microt-deploy train` again (or restore the old value)",
+            )
+
+
 def export_project(project: Project, progress: ProgressFn | None = None) -> dict[str, Any]:
     """Export ``checkpoints/extractor.pt`` to ``export/`` and return the export.json content."""
     set_threads(project.config.get("train", {}))
     started = time.perf_counter()
     model = load_extractor(project.checkpoints / "extractor.pt")
+    _check_config_matches(model, project.config["model"])
     splits = load_splits(project.config)
     calib_images = np.concatenate([splits["train"].images, splits["calib"].images])
     with atomic.staged_dir(project.export_dir) as out:

@@ -6,6 +6,7 @@ as the firmware does. The end-to-end tests and the host simulation compare again
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +21,13 @@ def _interpreter(path: Path):  # -> tf.lite.Interpreter
     tf = import_tensorflow()
     if not path.is_file():
         raise MicrotError(f"no exported graph at {path}", "run `microt-deploy export` first")
-    interp = tf.lite.Interpreter(
-        model_path=str(path),
-        experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_REF,
-    )
+    with warnings.catch_warnings():
+        # tf.lite.Interpreter warns that it moves to ai-edge-litert; it is the reference we test against
+        warnings.simplefilter("ignore")
+        interp = tf.lite.Interpreter(
+            model_path=str(path),
+            experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_REF,
+        )
     interp.allocate_tensors()
     return interp
 

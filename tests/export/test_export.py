@@ -164,3 +164,14 @@ def test_failed_export_leaves_previous_export_intact(exported, tmp_path):
     with pytest.raises(MicrotError):
         export_project(copy)
     assert {p.name: p.read_bytes() for p in copy.export_dir.iterdir()} == before
+
+
+def test_config_changed_since_training_is_refused(exported, tmp_path):
+    project, _ = exported
+    cfg = json.loads(json.dumps(project.config))
+    cfg["model"]["split_block"] = 2
+    moved = init_project(tmp_path / "m", cfg)
+    shutil.copytree(project.checkpoints, moved.checkpoints)
+    with pytest.raises(MicrotError, match="split_block = 1 but microt.toml now says 2"):
+        export_project(moved)
+    assert not moved.export_dir.exists()
