@@ -83,14 +83,27 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+ARCHITECTURE_KEYS = ("stem_channels", "blocks", "feature_channels")
+
+
 def resolve_model_config(model_cfg: dict[str, Any]) -> dict[str, Any]:
-    """Fill a ``backbone = "<preset>"`` config from the preset (explicit keys win) and validate it."""
+    """Fill a ``backbone = "<preset>"`` config from the preset and validate it.
+
+    A preset fixes the architecture (``stem_channels``, ``blocks``, ``feature_channels``: the
+    defaults' explicit values are replaced); ``input_size`` and ``split_block`` stay the config's
+    choice when given (the resolution follows the data, the cut is searched) and otherwise take
+    the preset's native 176 and the paper's cut.
+    """
     cfg = copy.deepcopy(model_cfg)
     name = cfg.get("backbone")
     if name:
         if name not in PRESETS:
             raise MicrotError(f"unknown backbone {name!r}", f"use one of {sorted(PRESETS)} or give blocks")
-        cfg = {**copy.deepcopy(PRESETS[name]), **{k: v for k, v in cfg.items() if k not in PRESETS[name]}}
+        preset = copy.deepcopy(PRESETS[name])
+        for key in ARCHITECTURE_KEYS:
+            cfg[key] = preset[key]
+        for key in ("input_size", "split_block"):
+            cfg.setdefault(key, preset[key])
     blocks = cfg.get("blocks") or []
     k = int(cfg.get("split_block", 0))
     if not 1 <= k < len(blocks):

@@ -111,3 +111,15 @@ def test_bad_split_and_block_configs_raise():
         Backbone({**DEFAULT_CONFIG["model"], "blocks": [[1, 8, 1, 3], [4, 16, 3, 4]], "split_block": 1})
     with pytest.raises(MicrotError, match="unknown backbone"):
         Backbone({"backbone": "resnet-50"})
+
+
+def test_preset_fixes_architecture_but_not_resolution_or_cut():
+    merged = {**DEFAULT_CONFIG["model"], "backbone": "mcunet-in3", "input_size": 64, "split_block": 5}
+    model = Backbone(merged)
+    assert model.config["blocks"] == PRESETS["mcunet-in3"]["blocks"]
+    assert model.config["stem_channels"] == 16 and model.full_dim == 160
+    assert (model.config["input_size"], model.split_block) == (64, 5)
+    assert split_shape(merged) == (16, 16, 16)
+    bare = Backbone({"backbone": "mcunet-in3"})
+    assert (bare.config["input_size"], bare.split_block) == (176, 9)
+    assert split_shape({"backbone": "mcunet-in3"}) == (11, 11, 40)
