@@ -61,7 +61,7 @@ void mdt_depthwise_conv2d(const mdt_dwconv_params *p, const int8_t *input, int8_
     const int32_t in_img = p->in_h * in_row;
     int32_t b, oy, ox, ic, m, ky, kx;
 #if MDT_DSP
-    if (mdt_depthwise_conv2d_dsp(p, input, output)) {
+    if (mdt_dw3x3_dsp(p, input, output)) {
         return;
     }
 #endif

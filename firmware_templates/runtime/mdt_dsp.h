@@ -22,7 +22,14 @@
 #define MDT_DSP_MAX_K 640
 #endif
 
+/* Columns of the depthwise fast path's transposed rows (stack: 4 channels x 3 rows x 2 bytes each,
+ * 3 KB at the default); wider output rows take the general DSP path. */
+#ifndef MDT_DSP_DW_COLS
+#define MDT_DSP_DW_COLS 128
+#endif
+
 #if MDT_DSP
+int mdt_dw3x3_dsp(const mdt_dwconv_params *p, const int8_t *input, int8_t *output);
 int mdt_conv2d_dsp(const mdt_conv_params *p, const int8_t *input, int8_t *output);
 int mdt_depthwise_conv2d_dsp(const mdt_dwconv_params *p, const int8_t *input, int8_t *output);
 int mdt_fully_connected_dsp(const mdt_fc_params *p, const int8_t *input, int8_t *output);

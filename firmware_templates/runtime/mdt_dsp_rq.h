@@ -1,0 +1,83 @@
+/*
+ * mdt_dsp_rq.h - the fast requantisation the DSP kernels share (internal to the runtime): TFLite's
+ * MultiplyByQuantizedMultiplier (double rounding) + output offset + clamp in five instructions and a
+ * saturate, for the common case of a non-negative multiplier and a right shift of 1..23.
+ *
+ * Why it is exact: for m >= 0, srdhm(x, m) == floor((x*m + 2^30) / 2^31) for every x (the
+ * reference's negative nudge and truncation toward zero give the same floor), and the rounding
+ * right shift by e (ties away from zero) folds into one 64-bit sum:
+ *   floor((x*m + 2^30 + 2^(30+e) - [x<0] 2^31) / 2^(31+e)),
+ * where [x<0] stands for [srdhm(x, m) < 0] (they differ only where both give 0). The output offset
+ * is added as off * 2^(31+e) to the same sum (exact: floor((v + k 2^n) / 2^n) == floor(v / 2^n) + k),
+ * which is why the shift is bounded: the high word must not overflow.
+ */
+#ifndef MDT_DSP_RQ_H
+#define MDT_DSP_RQ_H
+
+#include <arm_acle.h>
+#include <stdint.h>
+
+/* One channel's constants: the 64-bit addend k (2^30 + 2^(30+e) + off 2^(31+e)) and shift e - 1
+ * applied to the high word. */
+typedef struct {
+    uint32_t k_lo;
+    int32_t k_hi, m, sh;
+} mdt_rqf;
+
+/* Largest right shift the folded form takes (off * 2^(e-1) + 2^30 + 2^(e-2) stays below 2^31). */
+#define MDT_RQF_MAX_RIGHT 23
+
+/* 1 when (mult, shift) is within the fast form: mult >= 0 and 1 <= -shift <= MDT_RQF_MAX_RIGHT. */
+static inline int mdt_rqf_ok(int32_t mult, int32_t shift)
+{
+    return mult >= 0 && shift <= -1 && shift >= -MDT_RQF_MAX_RIGHT;
+}
+
+static inline int mdt_rqf_all_ok(const int32_t *mult, const int8_t *shift, int32_t n)
+{
+    int32_t i;
+    for (i = 0; i < n; ++i) {
+        if (!mdt_rqf_ok(mult[i], shift[i])) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static inline mdt_rqf mdt_rqf_make(int32_t mult, int32_t shift, int32_t out_off)
+{
+    mdt_rqf r;
+    const int32_t e = -shift;
+    r.m = mult;
+    r.sh = e - 1;
+    /* 2^30 and (e == 1) 2^31 in the low word; 2^(30+e) (e >= 2) and off 2^(31+e) in the high one */
+    r.k_lo = e == 1 ? 0xC0000000u : 0x40000000u;
+    r.k_hi = (int32_t)((e >= 2 ? (1u << (e - 2)) : 0u) + ((uint32_t)out_off << (e - 1)));
+    return r;
+}
+
+/* The requantised value + output offset, before the clamp. */
+static inline int64_t mdt_rqf_k(const mdt_rqf *r)
+{
+    return (int64_t)(((uint64_t)(uint32_t)r->k_hi << 32) | r->k_lo);
+}
+
+static inline int32_t mdt_rqf_apply(int64_t k, int32_t m, int32_t sh, int32_t acc)
+{
+    k -= (int64_t)((uint32_t)acc & 0x80000000u);
+    k += (int64_t)acc * m;
+    return (int32_t)(k >> 32) >> sh;
+}
+
+/* Clamp to [lo, hi]; `full` (lo == -128 and hi == 127, a compile-time constant at each call site)
+ * makes it one SSAT. */
+static inline int32_t mdt_rqf_clamp(int32_t v, int full, int32_t lo, int32_t hi)
+{
+    if (full) {
+        return __ssat(v, 8);
+    }
+    v = v < lo ? lo : v;
+    return v > hi ? hi : v;
+}
+
+#endif /* MDT_DSP_RQ_H */
