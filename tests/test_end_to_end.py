@@ -21,7 +21,8 @@ from microt_deploy.project import init_project
 pytestmark = pytest.mark.slow
 
 SMALL = {
-    "train": {"teacher_epochs": 4, "sskd_epochs": 4, "joint_epochs": 6},
+    "data": {"max_per_class": 60},
+    "train": {"teacher_epochs": 4, "sskd_epochs": 6, "joint_epochs": 10},
     "device": {"max_train_samples": 240, "max_calib_samples": 80, "max_test_samples": 40, "train_epochs": 20},
     "eval": {"ratios": [0.3, 0.5, 0.7]},
 }
@@ -81,7 +82,7 @@ def test_staged_inference_on_device_matches_host_simulation(project: Path) -> No
         assert 0.2 <= half["exit_at_part"] <= 0.8
         # accuracy well above chance on the digits task proves the on-device heads learned
         if task["task"] == "digits":
-            assert task["full_accuracy"] > 0.5
+            assert task["full_accuracy"] > 0.5, task
     run_dir = Path(report["run_dir"])
     assert (run_dir / "report.json").is_file() and (run_dir / "report.md").is_file()
     assert (run_dir / "accuracy_vs_energy.png").is_file()
