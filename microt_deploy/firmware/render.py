@@ -3,6 +3,8 @@
 Owns: the sizing of every static firmware buffer (feature slots from the board's RAM budget), the
 rendered config header, linker script, Makefile and ``build.json`` (what ``targets.build`` reads),
 and the copy of runtime + app + board layer + compiled model. The folder is written atomically.
+Real boards (stm32, esp32) and the emulated board's optional PlatformIO project are laid out by
+:mod:`microt_deploy.firmware.pio_project`.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from microt_deploy.boards import Board
 from microt_deploy.errors import MicrotError
 
 TEMPLATES = Path(__file__).resolve().parent.parent.parent / "firmware_templates"
-SUPPORTED_FAMILIES = ("host", "cmsdk")
+SUPPORTED_FAMILIES = ("host", "cmsdk", "stm32", "esp32")
 
 DEFAULTS: dict[str, int] = {
     "max_tasks": 4,
@@ -177,11 +179,21 @@ def _copy_sources(src: Path, dst: Path) -> list[str]:
     return names
 
 
+def template_env() -> jinja2.Environment:
+    """The Jinja environment over firmware_templates/ (undefined names are errors)."""
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined,
+                              keep_trailing_newline=True)
+
+
 def render_firmware(compiled_dir: Path, board: Board, out_dir: Path,
                     options: dict[str, Any] | None = None) -> FirmwareConfig:
     """Render the firmware for ``board`` from ``compiled_dir`` (mdt_model.h/.c) into ``out_dir``.
 
-    ``options``: the sizes in DEFAULTS, plus ``sanitize`` (host only: ASan + UBSan build)."""
+    ``options``: the sizes in DEFAULTS, plus ``sanitize`` (host only: ASan + UBSan build) and ``pio``
+    (emulated board: also write a PlatformIO project that `targets.build` then builds offline).
+    Real boards (family stm32 / esp32) always get a PlatformIO project: platformio.ini + src/."""
+    from microt_deploy.firmware import pio_project
+
     compiled_dir, out_dir = Path(compiled_dir), Path(out_dir)
     if board.family not in SUPPORTED_FAMILIES:
         raise MicrotError(f"no board layer for {board.id} (family '{board.family}') yet",
@@ -191,22 +203,31 @@ def render_firmware(compiled_dir: Path, board: Board, out_dir: Path,
         raise MicrotError(f"no compiled model (mdt_model.h/.c) in {compiled_dir}", "run `microt-deploy compile` first")
     options = dict(options or {})
     sanitize = bool(options.pop("sanitize", False))
+    pio = bool(options.pop("pio", False))
     if sanitize and board.family != "host":
         raise MicrotError(f"sanitizers are only available for the host build, not {board.id}", "use --board host")
+    if pio and board.run != "qemu":
+        raise MicrotError(f"the PlatformIO option is for the emulated board, not {board.id}",
+                          "real boards always get a PlatformIO project; the host build has none")
     config = plan_sizes(board, read_model_sizes(header), options)
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined,
-                             keep_trailing_newline=True)
+    env = template_env()
+    values = {**asdict(config), "board": board, "flash_bytes": board.flash_bytes, "ram_bytes": board.ram_bytes}
+    if board.run == "platformio":
+        with atomic.staged_dir(out_dir) as tmp:
+            pio_project.render_board_project(tmp, compiled_dir, board, config, env, values)
+        return config
     tool = _toolchain(board, sanitize)
     with atomic.staged_dir(out_dir) as tmp:
         sources: list[str] = []
         for folder in (TEMPLATES / "runtime", TEMPLATES / "app", TEMPLATES / "boards" / board.family, compiled_dir):
             sources += _copy_sources(folder, tmp)
-        values = {**asdict(config), "board": board, "flash_bytes": board.flash_bytes, "ram_bytes": board.ram_bytes}
         (tmp / "mdt_graphs.h").write_text(graphs_header(graph_prefixes(header)))
         (tmp / "mdt_config.h").write_text(env.get_template("app/mdt_config.h.j2").render(**values))
         if (TEMPLATES / "boards" / board.family / "link.ld.j2").is_file():
             (tmp / "link.ld").write_text(env.get_template(f"boards/{board.family}/link.ld.j2").render(**values))
         (tmp / "Makefile").write_text(env.get_template("app/Makefile.j2").render(board=board, sources=sources, **tool))
         build = {"board": board.id, "family": board.family, "sources": sources, **tool, "config": asdict(config)}
+        if pio:
+            build["pio"] = pio_project.render_emulated_project(tmp, board, env)
         (tmp / "build.json").write_text(json.dumps(build, indent=2) + "\n")
     return config

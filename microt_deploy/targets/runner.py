@@ -174,7 +174,14 @@ def open_port(path: str, baudrate: int = 115200) -> Iterator[serial.Serial]:
         port.close()
 
 
-def flash(board: Board, fw_dir: Path, port: str | None = None) -> None:
-    """Uploading to real boards needs the PlatformIO target, which is not part of this build yet."""
-    raise MicrotError(f"flashing {board.id} is not supported yet (no PlatformIO target in this version)",
-                      "use --board qemu_mps2_an386 or --board host")
+def flash(board: Board, fw_dir: Path, port: str | None = None, *, offline: bool = False) -> str:
+    """Upload a real board's rendered firmware with PlatformIO (`pio run -t upload`); returns the log.
+
+    ``port`` is the upload port (PlatformIO finds the ST-LINK / USB-UART itself when None).
+    ``offline`` keeps pio in a network namespace (tests; it then cannot install the platform)."""
+    if board.run != "platformio":
+        raise MicrotError(f"{board.id} is not flashed: `microt-deploy eval` starts it with the built image",
+                          "flash only real boards (e.g. --board nucleo_l4r5zi)")
+    from microt_deploy.targets import platformio
+
+    return platformio.upload(board, Path(fw_dir), port, offline=offline)
