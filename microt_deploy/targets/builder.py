@@ -35,6 +35,8 @@ class BuildResult:
     flash_total: int
     ram_total: int
     log: str
+    # True where flash/RAM come from a stand-in build (ESP32: Cortex-M4F code, no Xtensa compiler here).
+    estimate: bool = False
 
 
 def require_tool(name: str) -> str:
@@ -159,9 +161,9 @@ def _build_board_project(board: Board, fw_dir: Path, desc: dict) -> BuildResult:
     if desc["estimate"]:
         not_verified.insert(0, f"flash/RAM of {board.id} are an estimate from the ARM build, not Xtensa code")
     result = BuildResult(board=board.id, image=image, flash_bytes=flash, ram_bytes=ram,
-                         flash_total=board.flash_bytes, ram_total=board.ram_bytes, log=log)
+                         flash_total=board.flash_bytes, ram_total=board.ram_bytes, log=log,
+                         estimate=desc["estimate"])
     desc["result"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(result).items() if k != "log"}
-    desc["result"]["estimate"] = desc["estimate"]
     desc["verified"], desc["not_verified"] = verified, not_verified
     atomic.write_text(fw_dir / "build.json", json.dumps(desc, indent=2) + "\n")
     return result

@@ -3,6 +3,7 @@ projects validated by `pio project config`, the fit check with the board's CPU f
 `flash` failing with one line, and the emulated board built by `pio run` and booted in QEMU."""
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -53,7 +54,8 @@ def test_real_board_project_is_validated_and_fits(toy, tmp_path, board_id):
     assert env["framework"] == [board.extra["pio_framework"]]
     assert env["upload_protocol"] == board.extra["upload_protocol"]
     desc = json.loads((fw / "build.json").read_text())
-    assert desc["result"]["ram_bytes"] == result.ram_bytes and desc["result"]["estimate"] == (board.arch != "arm")
+    assert desc["result"]["ram_bytes"] == result.ram_bytes
+    assert result.estimate == desc["result"]["estimate"] == (board.arch != "arm")
     assert any("pio project config parses" in line for line in desc["verified"])
     assert any("nothing ran on the board" in line for line in desc["not_verified"])
     # The portable C was compiled with exactly the board's CPU flags (the ESP32s: an ARM stand-in).
@@ -158,3 +160,23 @@ def test_emulated_board_built_by_pio_offline_is_the_direct_image_and_boots(toy, 
     with launch(board, via_pio.image, limit_s=60) as port:
         info = Device(port, timeout=10.0).hello()
     assert info.board == board.id
+
+
+def test_cli_build_and_flash_for_a_real_board(toy, tmp_path):
+    # The user's path: `microt-deploy build --board nucleo_l4r5zi` in a project with a compiled model.
+    project = tmp_path / "proj"
+    cli = [sys.executable, "-m", "microt_deploy.cli"]
+    env = {**os.environ, pio.OFFLINE_ENV: "1", "COLUMNS": "200"}
+    done = subprocess.run([*cli, "init", str(project), "--board", "nucleo_l4r5zi"], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    (project / "compiled").mkdir()
+    for name in ("mdt_model.h", "mdt_model.c"):
+        (project / "compiled" / name).write_text((toy / name).read_text())
+    done = subprocess.run([*cli, "build", "--project", str(project)], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"built nucleo_l4r5zi: flash [\d,]+ B of 2,097,152 .*RAM [\d,]+ B of 655,360", done.stdout)
+    fw = project / "firmware" / "nucleo_l4r5zi"
+    assert (fw / "platformio.ini").is_file() and (fw / "src" / "mdt_board_stm32.c").is_file()
+    assert json.loads((fw / "build.json").read_text())["result"]["estimate"] is False
