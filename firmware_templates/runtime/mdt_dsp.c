@@ -19,6 +19,7 @@
 #include <arm_acle.h>
 #include <string.h>
 
+#include "mdt_dsp_rq.h"
 #include "mdt_fixedpoint.h"
 
 #define PIX 4 /* output pixels per pass of the convolution core */
@@ -121,64 +122,220 @@ static inline void zero_groups(uint32_t *dst, int32_t n4)
     }
 }
 
-/* The core: PIX pixels x one output channel at a time over the widened scratch. Not inlined: the
- * call is what orders the scratch's stores before the asm's loads (the asm declares no memory). */
-static __attribute__((noinline)) void conv_core(const uint32_t *cols, const int16_t tail[PIX][4], int32_t n4, int32_t nt, int32_t npix,
-                      const int8_t *filter, int32_t depth, const mdt_conv_params *p, int8_t *out)
+/* ---- folded-requantisation core (mdt_dsp_rq.h): every channel within mdt_rqf_ok ---- */
+
+/* 4 / 2 / 1 pixels x one output channel over `ng` >= 1 groups of 4 depth elements; the loop count
+ * lives in the asm (SUBS/BNE). Inputs: the interleaved widened scratch, PIX pixel slots per group. */
+static inline void mac4(const uint32_t *x, const int8_t *w, int32_t ng, int32_t *a)
+{
+    int32_t a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];
+    int32_t wa, wb, x0, x1;
+    __asm__ volatile("1:\n\t"
+                     "ldr %[wb], [%[w]], #4\n\t"
+                     "sxtb16 %[wa], %[wb]\n\t"
+                     "sxtb16 %[wb], %[wb], ror #8\n\t"
+                     "ldrd %[x0], %[x1], [%[x], #8]\n\t"
+                     "smlad %[a1], %[wa], %[x0], %[a1]\n\t"
+                     "smlad %[a1], %[wb], %[x1], %[a1]\n\t"
+                     "ldrd %[x0], %[x1], [%[x], #16]\n\t"
+                     "smlad %[a2], %[wa], %[x0], %[a2]\n\t"
+                     "smlad %[a2], %[wb], %[x1], %[a2]\n\t"
+                     "ldrd %[x0], %[x1], [%[x], #24]\n\t"
+                     "smlad %[a3], %[wa], %[x0], %[a3]\n\t"
+                     "smlad %[a3], %[wb], %[x1], %[a3]\n\t"
+                     "ldrd %[x0], %[x1], [%[x]], #32\n\t"
+                     "smlad %[a0], %[wa], %[x0], %[a0]\n\t"
+                     "smlad %[a0], %[wb], %[x1], %[a0]\n\t"
+                     "subs %[n], %[n], #1\n\t"
+                     "bne 1b"
+                     : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [w] "+r"(w), [x] "+r"(x),
+                       [n] "+r"(ng), [wa] "=&r"(wa), [wb] "=&r"(wb), [x0] "=&r"(x0), [x1] "=&r"(x1)
+                     :
+                     : "cc", "memory");
+    a[0] = a0;
+    a[1] = a1;
+    a[2] = a2;
+    a[3] = a3;
+}
+
+static inline void mac2(const uint32_t *x, const int8_t *w, int32_t ng, int32_t *a)
+{
+    int32_t a0 = a[0], a1 = a[1];
+    int32_t wa, wb, x0, x1;
+    __asm__ volatile("1:\n\t"
+                     "ldr %[wb], [%[w]], #4\n\t"
+                     "sxtb16 %[wa], %[wb]\n\t"
+                     "sxtb16 %[wb], %[wb], ror #8\n\t"
+                     "ldrd %[x0], %[x1], [%[x], #8]\n\t"
+                     "smlad %[a1], %[wa], %[x0], %[a1]\n\t"
+                     "smlad %[a1], %[wb], %[x1], %[a1]\n\t"
+                     "ldrd %[x0], %[x1], [%[x]], #32\n\t"
+                     "smlad %[a0], %[wa], %[x0], %[a0]\n\t"
+                     "smlad %[a0], %[wb], %[x1], %[a0]\n\t"
+                     "subs %[n], %[n], #1\n\t"
+                     "bne 1b"
+                     : [a0] "+r"(a0), [a1] "+r"(a1), [w] "+r"(w), [x] "+r"(x), [n] "+r"(ng), [wa] "=&r"(wa),
+                       [wb] "=&r"(wb), [x0] "=&r"(x0), [x1] "=&r"(x1)
+                     :
+                     : "cc", "memory");
+    a[0] = a0;
+    a[1] = a1;
+}
+
+static inline void mac1(const uint32_t *x, const int8_t *w, int32_t ng, int32_t *a)
+{
+    int32_t a0 = a[0];
+    int32_t wa, wb, x0, x1;
+    __asm__ volatile("1:\n\t"
+                     "ldr %[wb], [%[w]], #4\n\t"
+                     "sxtb16 %[wa], %[wb]\n\t"
+                     "sxtb16 %[wb], %[wb], ror #8\n\t"
+                     "ldrd %[x0], %[x1], [%[x]], #32\n\t"
+                     "smlad %[a0], %[wa], %[x0], %[a0]\n\t"
+                     "smlad %[a0], %[wb], %[x1], %[a0]\n\t"
+                     "subs %[n], %[n], #1\n\t"
+                     "bne 1b"
+                     : [a0] "+r"(a0), [w] "+r"(w), [x] "+r"(x), [n] "+r"(ng), [wa] "=&r"(wa), [wb] "=&r"(wb),
+                       [x0] "=&r"(x0), [x1] "=&r"(x1)
+                     :
+                     : "cc", "memory");
+    a[0] = a0;
+}
+
+/* One pass: npix (1..PIX) pixels x all output channels. The scratch holds ng_all = ceil(depth / 4)
+ * groups, the last one zero past the depth, so every channel but the last runs whole groups (its
+ * weight word over-reads into the next channel's row, multiplied by 0); the last channel runs the
+ * whole groups only and adds the depth % 4 tail from `tail`. `full` and `npix` are constants at each
+ * inlined call site. */
+static inline __attribute__((always_inline)) void conv_pass_f(const uint32_t *cols, const int16_t tail[PIX][4],
+                                                              int32_t depth, int32_t npix, int full,
+                                                              const mdt_conv_params *p, int8_t *out)
 {
     const int32_t out_c = p->out_c, out_off = p->output_offset, lo = p->act_min, hi = p->act_max;
     const int32_t *const bias_v = p->bias, *const mult_v = p->multiplier;
     const int8_t *const shift_v = p->shift;
+    const int32_t n4 = depth / 4, nt = depth % 4, ng_all = (depth + 3) / 4;
+    const int8_t *w = p->filter;
     int32_t oc;
     for (oc = 0; oc < out_c; ++oc) {
         const int32_t bias = bias_v ? bias_v[oc] : 0;
-        int32_t a0 = bias, a1 = bias, a2 = bias, a3 = bias;
-        const uint32_t *x = cols;
-        const int8_t *w = filter + oc * depth;
-        const rq_t r = rq_make(mult_v[oc], shift_v[oc]);
-        int32_t g, j;
-        for (g = 0; g < n4; ++g) {
-            /* 16 MACs in 15 instructions: 1 weight word unpacked twice, 4 LDRD of widened inputs */
-            int32_t wa, wb, x0, x1;
-            __asm__("ldr %[wb], [%[w]], #4\n\t"
-                    "sxtb16 %[wa], %[wb]\n\t"
-                    "sxtb16 %[wb], %[wb], ror #8\n\t"
-                    "ldrd %[x0], %[x1], [%[x], #8]\n\t"
-                    "smlad %[a1], %[wa], %[x0], %[a1]\n\t"
-                    "smlad %[a1], %[wb], %[x1], %[a1]\n\t"
-                    "ldrd %[x0], %[x1], [%[x], #16]\n\t"
-                    "smlad %[a2], %[wa], %[x0], %[a2]\n\t"
-                    "smlad %[a2], %[wb], %[x1], %[a2]\n\t"
-                    "ldrd %[x0], %[x1], [%[x], #24]\n\t"
-                    "smlad %[a3], %[wa], %[x0], %[a3]\n\t"
-                    "smlad %[a3], %[wb], %[x1], %[a3]\n\t"
-                    "ldrd %[x0], %[x1], [%[x]], #32\n\t"
-                    "smlad %[a0], %[wa], %[x0], %[a0]\n\t"
-                    "smlad %[a0], %[wb], %[x1], %[a0]"
-                    : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [w] "+r"(w), [x] "+r"(x),
-                      [wa] "=&r"(wa), [wb] "=&r"(wb), [x0] "=&r"(x0), [x1] "=&r"(x1)
-                    :);
-        }
-        for (j = 0; j < nt; ++j) {
-            const int32_t wj = w[j];
-            a0 += wj * tail[0][j];
-            a1 += wj * tail[1][j];
-            a2 += wj * tail[2][j];
-            a3 += wj * tail[3][j];
-        }
-        out[oc] = rq_out(&r, a0, out_off, lo, hi);
-        if (npix == PIX) {
-            out[out_c + oc] = rq_out(&r, a1, out_off, lo, hi);
-            out[2 * out_c + oc] = rq_out(&r, a2, out_off, lo, hi);
-            out[3 * out_c + oc] = rq_out(&r, a3, out_off, lo, hi);
-        } else {
-            if (npix > 1) {
-                out[out_c + oc] = rq_out(&r, a1, out_off, lo, hi);
-            }
+        const mdt_rqf r = mdt_rqf_make(mult_v[oc], shift_v[oc], out_off); /* garbage unless rqf_ok */
+        int32_t a[PIX];
+        const int last_tail = nt != 0 && oc + 1 == out_c;
+        const int32_t ng = last_tail ? n4 : ng_all;
+        int64_t k;
+        int32_t i;
+        a[0] = a[1] = a[2] = a[3] = bias;
+        if (ng > 0) {
             if (npix > 2) {
-                out[2 * out_c + oc] = rq_out(&r, a2, out_off, lo, hi);
+                mac4(cols, w, ng, a);
+            } else if (npix == 2) {
+                mac2(cols, w, ng, a);
+            } else {
+                mac1(cols, w, ng, a);
             }
         }
+        if (last_tail) {
+            int32_t j;
+            for (j = 0; j < nt; ++j) {
+                const int32_t wj = w[4 * n4 + j];
+                for (i = 0; i < npix; ++i) {
+                    a[i] += wj * tail[i][j];
+                }
+            }
+        }
+        k = mdt_rqf_k(&r);
+        if (r.post == 0 && mdt_rqf_ok(mult_v[oc], shift_v[oc])) {
+            for (i = 0; i < npix; ++i) {
+                out[i * out_c] = (int8_t)mdt_rqf_clamp(mdt_rqf_apply(k, r.m, r.sh, a[i]), full, lo, hi);
+            }
+        } else if (mdt_rqf_ok(mult_v[oc], shift_v[oc])) {
+            /* right shifts of 24..31: the offset after the shift */
+            for (i = 0; i < npix; ++i) {
+                out[i * out_c] = (int8_t)mdt_rqf_clamp(mdt_rqf_apply(k, r.m, r.sh, a[i]) + r.post, full, lo, hi);
+            }
+        } else {
+            /* outside the folded form (a left shift): the reference */
+            for (i = 0; i < npix; ++i) {
+                out[i * out_c] = (int8_t)mdt_clamp(mdt_mbqm(a[i], mult_v[oc], shift_v[oc]) + out_off, lo, hi);
+            }
+        }
+        out += 1;
+        w += depth;
+    }
+}
+
+static __attribute__((noinline)) void conv_pass(const uint32_t *cols, const int16_t tail[PIX][4], int32_t depth,
+                                                int32_t npix, const mdt_conv_params *p, int8_t *out)
+{
+    if (p->act_min == -128 && p->act_max == 127) {
+        if (npix == PIX) {
+            conv_pass_f(cols, tail, depth, PIX, 1, p, out);
+        } else if (npix == 3) {
+            conv_pass_f(cols, tail, depth, 3, 1, p, out);
+        } else if (npix == 2) {
+            conv_pass_f(cols, tail, depth, 2, 1, p, out);
+        } else {
+            conv_pass_f(cols, tail, depth, 1, 1, p, out);
+        }
+    } else {
+        if (npix == PIX) {
+            conv_pass_f(cols, tail, depth, PIX, 0, p, out);
+        } else if (npix == 3) {
+            conv_pass_f(cols, tail, depth, 3, 0, p, out);
+        } else if (npix == 2) {
+            conv_pass_f(cols, tail, depth, 2, 0, p, out);
+        } else {
+            conv_pass_f(cols, tail, depth, 1, 0, p, out);
+        }
+    }
+}
+
+/* im2col of one output pixel for any in_c into slot `slot`: bytes first (padding = the input zero
+ * point, rows inside the image copied a word at a time), widened over ceil(depth / 4) groups with
+ * the last group's positions past the depth zero; the depth % 4 tail also goes to `tail`. */
+static void gather_bytes_f(uint32_t *cols, int16_t tail[4], int32_t slot, const int8_t *in_b, int32_t oy,
+                           int32_t ox, const mdt_conv_params *p, int32_t off2)
+{
+    int8_t row[MDT_DSP_MAX_K + 8];
+    const int32_t iy0 = oy * p->stride_h - p->pad_h;
+    const int32_t ix0 = ox * p->stride_w - p->pad_w;
+    const int32_t in_c = p->in_c, k_w = p->k_w, dil_w = p->dil_w;
+    const int32_t seg = k_w * in_c;
+    const int32_t depth = p->k_h * seg;
+    const int8_t pad = (int8_t)(-p->input_offset);
+    const int row_inside = ix0 >= 0 && ix0 + dil_w * (k_w - 1) < p->in_w && dil_w == 1;
+    int32_t ky, kx, c, n = 0;
+    for (ky = 0; ky < p->k_h; ++ky) {
+        const int32_t iy = iy0 + p->dil_h * ky;
+        if (row_inside && iy >= 0 && iy < p->in_h) {
+            /* a contiguous run of k_w * in_c bytes: words, then the rest */
+            const int8_t *src = in_b + (iy * p->in_w + ix0) * in_c;
+            int32_t j = 0;
+            for (; j + 4 <= seg; j += 4) {
+                int32_t v;
+                memcpy(&v, src + j, 4);
+                memcpy(row + n + j, &v, 4);
+            }
+            for (; j < seg; ++j) {
+                row[n + j] = src[j];
+            }
+            n += seg;
+        } else {
+            for (kx = 0; kx < k_w; ++kx) {
+                const int32_t ix = ix0 + dil_w * kx;
+                const int inside = iy >= 0 && iy < p->in_h && ix >= 0 && ix < p->in_w;
+                const int8_t *src = in_b + (iy * p->in_w + ix) * in_c;
+                for (c = 0; c < in_c; ++c) {
+                    row[n++] = inside ? src[c] : pad;
+                }
+            }
+        }
+    }
+    row[depth] = row[depth + 1] = row[depth + 2] = pad; /* (pad + offset) == 0 past the depth */
+    widen(cols + 2 * slot, row, (depth + 3) / 4, off2);
+    for (c = 0; c < depth % 4; ++c) {
+        tail[c] = (int16_t)(row[(depth / 4) * 4 + c] + p->input_offset);
     }
 }
 
@@ -205,44 +362,16 @@ static void gather_words(uint32_t *cols, int32_t slot, const int8_t *in_b, int32
     }
 }
 
-/* im2col of one output pixel for any in_c: bytes first (padding = the input zero point), then
- * widened; the depth % 4 remainder goes to `tail`. */
-static void gather_bytes(uint32_t *cols, int16_t tail[4], int32_t slot, const int8_t *in_b, int32_t oy,
-                         int32_t ox, const mdt_conv_params *p, int32_t off2)
-{
-    int8_t row[MDT_DSP_MAX_K + 4];
-    const int32_t iy0 = oy * p->stride_h - p->pad_h;
-    const int32_t ix0 = ox * p->stride_w - p->pad_w;
-    const int32_t depth = p->k_h * p->k_w * p->in_c;
-    const int8_t pad = (int8_t)(-p->input_offset);
-    int32_t ky, kx, c, n = 0;
-    for (ky = 0; ky < p->k_h; ++ky) {
-        const int32_t iy = iy0 + p->dil_h * ky;
-        for (kx = 0; kx < p->k_w; ++kx) {
-            const int32_t ix = ix0 + p->dil_w * kx;
-            const int inside = iy >= 0 && iy < p->in_h && ix >= 0 && ix < p->in_w;
-            const int8_t *src = in_b + (iy * p->in_w + ix) * p->in_c;
-            for (c = 0; c < p->in_c; ++c) {
-                row[n++] = inside ? src[c] : pad;
-            }
-        }
-    }
-    widen(cols + 2 * slot, row, depth / 4, off2);
-    for (c = 0; c < depth % 4; ++c) {
-        tail[c] = (int16_t)(row[(depth / 4) * 4 + c] + p->input_offset);
-    }
-}
-
 int mdt_conv2d_dsp(const mdt_conv_params *p, const int8_t *input, int8_t *output)
 {
-    uint32_t cols[2 * PIX * (MDT_DSP_MAX_K / 4)];
+    uint32_t cols[2 * PIX * (MDT_DSP_MAX_K / 4 + 1)];
     int16_t tail[PIX][4] = {{0}};
     const int32_t depth = p->k_h * p->k_w * p->in_c;
     const int32_t off2 = (int32_t)(((uint32_t)(uint16_t)p->input_offset << 16) | (uint16_t)p->input_offset);
     const int32_t npix_total = p->out_h * p->out_w;
     const int words = (p->in_c % 4) == 0;
     int32_t b;
-    if (depth > MDT_DSP_MAX_K || !multipliers_ok(p->multiplier, p->out_c)) {
+    if (depth > MDT_DSP_MAX_K) {
         return 0;
     }
     for (b = 0; b < p->batches; ++b) {
@@ -251,18 +380,19 @@ int mdt_conv2d_dsp(const mdt_conv_params *p, const int8_t *input, int8_t *output
         int32_t pix;
         for (pix = 0; pix < npix_total; pix += PIX) {
             const int32_t npix = npix_total - pix < PIX ? npix_total - pix : PIX;
+            /* the passes read only the slots they store, except 3 pixels (the 4-pixel core) */
+            const int32_t nslots = npix < 3 ? npix : PIX;
             int32_t s;
-            for (s = 0; s < PIX; ++s) {
+            for (s = 0; s < nslots; ++s) {
                 /* missing pixels of the last pass repeat the last one; their outputs are not stored */
                 const int32_t q = pix + (s < npix ? s : npix - 1);
                 if (words) {
                     gather_words(cols, s, in_b, q / p->out_w, q % p->out_w, p, off2);
                 } else {
-                    gather_bytes(cols, tail[s], s, in_b, q / p->out_w, q % p->out_w, p, off2);
+                    gather_bytes_f(cols, tail[s], s, in_b, q / p->out_w, q % p->out_w, p, off2);
                 }
             }
-            conv_core(cols, (const int16_t(*)[4])tail, depth / 4, depth % 4, npix, p->filter, depth, p,
-                      out_b + pix * p->out_c);
+            conv_pass(cols, (const int16_t(*)[4])tail, depth, npix, p, out_b + pix * p->out_c);
         }
     }
     return 1;

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "mdt_dsp_rq.h"
+#include "mdt_fixedpoint.h"
 
 /* Columns of the transposed buffer: bounds the output row width the fast path takes. */
 #define DW_COLS MDT_DSP_DW_COLS
@@ -154,17 +155,27 @@ static inline __attribute__((always_inline)) void dw_sums(const int16_t *t, cons
     }
 }
 
-/* Requantises n sums into out, out + C, ...; `full` is a constant at each call site. */
+/* Requantises n sums into out, out + C, ...; `full` and `has_post` are constants at each call site. */
 static inline __attribute__((always_inline)) void dw_store(const int32_t *acc, int32_t n, const mdt_rqf *rq,
-                                                           int full, int32_t lo, int32_t hi, int32_t C,
-                                                           int8_t *out)
+                                                           int full, int has_post, int32_t lo, int32_t hi,
+                                                           int32_t C, int8_t *out)
 {
     const int64_t k = mdt_rqf_k(rq);
-    const int32_t m = rq->m, sh = rq->sh;
+    const int32_t m = rq->m, sh = rq->sh, post = rq->post;
     const int32_t *const end = acc + n;
     while (acc != end) {
-        *out = (int8_t)mdt_rqf_clamp(mdt_rqf_apply(k, m, sh, *acc++), full, lo, hi);
+        *out = (int8_t)mdt_rqf_clamp(mdt_rqf_apply(k, m, sh, *acc++) + (has_post ? post : 0), full, lo, hi);
         out += C;
+    }
+}
+
+/* The reference requantisation, for channels outside the folded form. */
+static void dw_store_ref(const int32_t *acc, int32_t n, int32_t mult, int32_t shift, int32_t out_off, int32_t lo,
+                         int32_t hi, int32_t C, int8_t *out)
+{
+    int32_t i;
+    for (i = 0; i < n; ++i) {
+        out[i * C] = (int8_t)mdt_clamp(mdt_mbqm(acc[i], mult, shift) + out_off, lo, hi);
     }
 }
 
@@ -184,7 +195,7 @@ int mdt_dw3x3_dsp(const mdt_dwconv_params *p, const int8_t *input, int8_t *outpu
     int32_t b, oy, c0, j;
     if (p->k_h != 3 || p->k_w != 3 || p->depth_multiplier != 1 || p->dil_h != 1 || p->dil_w != 1 ||
         (stride != 1 && stride != 2) || ncols > DW_COLS || out_w < 1 ||
-        pad_w < 0 || ix_end < 0 || !mdt_rqf_all_ok(p->multiplier, p->shift, C)) {
+        pad_w < 0 || ix_end < 0) {
         return 0;
     }
     /* the padding columns: zero for the whole call (the transposes only write the others) */
@@ -222,10 +233,14 @@ int mdt_dw3x3_dsp(const mdt_dwconv_params *p, const int8_t *input, int8_t *outpu
                     } else {
                         dw_sums(t, p->filter + c, C, 2, out_w2 / 2, bias, acc);
                     }
-                    if (full) {
-                        dw_store(acc, out_w, &rq, 1, lo, hi, C, out);
+                    if (!mdt_rqf_ok(p->multiplier[c], p->shift[c])) {
+                        dw_store_ref(acc, out_w, p->multiplier[c], p->shift[c], p->output_offset, lo, hi, C, out);
+                    } else if (rq.post != 0) {
+                        dw_store(acc, out_w, &rq, 0, 1, lo, hi, C, out);
+                    } else if (full) {
+                        dw_store(acc, out_w, &rq, 1, 0, lo, hi, C, out);
                     } else {
-                        dw_store(acc, out_w, &rq, 0, lo, hi, C, out);
+                        dw_store(acc, out_w, &rq, 0, 0, lo, hi, C, out);
                     }
                 }
             }

@@ -1,7 +1,7 @@
 /*
  * mdt_dsp_rq.h - the fast requantisation the DSP kernels share (internal to the runtime): TFLite's
  * MultiplyByQuantizedMultiplier (double rounding) + output offset + clamp in five instructions and a
- * saturate, for the common case of a non-negative multiplier and a right shift of 1..23.
+ * saturate, for a non-negative multiplier and a right shift of 1..31 (one add more above 23).
  *
  * Why it is exact: for m >= 0, srdhm(x, m) == floor((x*m + 2^30) / 2^31) for every x (the
  * reference's negative nudge and truncation toward zero give the same floor), and the rounding
@@ -9,7 +9,7 @@
  *   floor((x*m + 2^30 + 2^(30+e) - [x<0] 2^31) / 2^(31+e)),
  * where [x<0] stands for [srdhm(x, m) < 0] (they differ only where both give 0). The output offset
  * is added as off * 2^(31+e) to the same sum (exact: floor((v + k 2^n) / 2^n) == floor(v / 2^n) + k),
- * which is why the shift is bounded: the high word must not overflow.
+ * while the high word cannot overflow (e <= 23); above, the offset is added after the shift.
  */
 #ifndef MDT_DSP_RQ_H
 #define MDT_DSP_RQ_H
@@ -17,46 +17,38 @@
 #include <arm_acle.h>
 #include <stdint.h>
 
-/* One channel's constants: the 64-bit addend k (2^30 + 2^(30+e) + off 2^(31+e)) and shift e - 1
- * applied to the high word. */
+/* One channel's constants: the 64-bit addend k (2^30 + 2^(30+e), + off 2^(31+e) when folded) as two
+ * words, the multiplier, shift e - 1 applied to the high word, and the offset still to add after it
+ * (0 when folded; folding needs e <= MDT_RQF_FOLD_MAX so the high word cannot overflow). */
 typedef struct {
     uint32_t k_lo;
-    int32_t k_hi, m, sh;
+    int32_t k_hi, m, sh, post;
 } mdt_rqf;
 
-/* Largest right shift the folded form takes (off * 2^(e-1) + 2^30 + 2^(e-2) stays below 2^31). */
-#define MDT_RQF_MAX_RIGHT 23
+#define MDT_RQF_FOLD_MAX 23
 
-/* 1 when (mult, shift) is within the fast form: mult >= 0 and 1 <= -shift <= MDT_RQF_MAX_RIGHT. */
+/* 1 when (mult, shift) is within the fast form: mult >= 0 and a right shift of 1..31, or mult == 0
+ * (any shift: the product is 0, which the form with e = 1 gives exactly). */
 static inline int mdt_rqf_ok(int32_t mult, int32_t shift)
 {
-    return mult >= 0 && shift <= -1 && shift >= -MDT_RQF_MAX_RIGHT;
-}
-
-static inline int mdt_rqf_all_ok(const int32_t *mult, const int8_t *shift, int32_t n)
-{
-    int32_t i;
-    for (i = 0; i < n; ++i) {
-        if (!mdt_rqf_ok(mult[i], shift[i])) {
-            return 0;
-        }
-    }
-    return 1;
+    return mult == 0 || (mult > 0 && shift <= -1 && shift >= -31);
 }
 
 static inline mdt_rqf mdt_rqf_make(int32_t mult, int32_t shift, int32_t out_off)
 {
     mdt_rqf r;
-    const int32_t e = -shift;
+    /* e = 1 also for channels outside the form: no undefined shifts below (callers test _ok) */
+    const int32_t e = mult > 0 && shift <= -1 && shift >= -31 ? -shift : 1;
+    const int fold = e <= MDT_RQF_FOLD_MAX;
     r.m = mult;
     r.sh = e - 1;
     /* 2^30 and (e == 1) 2^31 in the low word; 2^(30+e) (e >= 2) and off 2^(31+e) in the high one */
     r.k_lo = e == 1 ? 0xC0000000u : 0x40000000u;
-    r.k_hi = (int32_t)((e >= 2 ? (1u << (e - 2)) : 0u) + ((uint32_t)out_off << (e - 1)));
+    r.k_hi = (int32_t)((e >= 2 ? (1u << (e - 2)) : 0u) + (fold ? (uint32_t)out_off << (e - 1) : 0u));
+    r.post = fold ? 0 : out_off;
     return r;
 }
 
-/* The requantised value + output offset, before the clamp. */
 static inline int64_t mdt_rqf_k(const mdt_rqf *r)
 {
     return (int64_t)(((uint64_t)(uint32_t)r->k_hi << 32) | r->k_lo);

@@ -1,6 +1,8 @@
 """The second-round Cortex-M4 fast paths (mdt_dsp_dw.c: 3x3 depthwise over transposed int16 rows;
-the folded requantisation of mdt_dsp_rq.h) on edge shapes, built with arm-none-eabi-gcc and run in
-QEMU mps2-an386: every output byte equal to TFLite's BUILTIN_REF."""
+mdt_dsp.c's convolution passes of 4 / 3 / 2 / 1 pixels with the depth tail folded into a zero-padded
+group; the folded requantisation of mdt_dsp_rq.h, its unfolded large right shifts and the reference
+for the rest) on edge shapes, built with arm-none-eabi-gcc and run in QEMU mps2-an386: every output
+byte equal to TFLite's BUILTIN_REF."""
 
 from __future__ import annotations
 
@@ -9,9 +11,9 @@ import shutil
 import numpy as np
 import pytest
 
-from .op_cases import depthwise
+from .op_cases import _act, conv, depthwise
 from .test_dsp_qemu import _run
-from .tflite_models import convert, reference
+from .tflite_models import convert, reference, tf, weights
 
 pytestmark = pytest.mark.skipif(shutil.which("qemu-system-arm") is None or shutil.which("arm-none-eabi-gcc") is None,
                                 reason="needs arm-none-eabi-gcc and qemu-system-arm")
@@ -29,7 +31,31 @@ FAST_CASES = {
     "fast_dw_k5_general": (depthwise, (8, 8, 8, 1, 5, 1, "SAME", 1, "none")),
     "fast_dw_dil2_general": (depthwise, (9, 9, 4, 1, 3, 1, "SAME", 2, "none")),
     "fast_dw_mult3_general": (depthwise, (6, 6, 3, 3, 3, 2, "SAME", 1, "relu")),
+    # conv: in_c 3 (byte im2col, interior rows copied by words, depth 27 = 6 groups + tail 3) at
+    # stride 2; 5 / 6 / 7 output pixels per row leave 1 / 2 / 3 for the last pass; depth 1; 1x1 deep
+    "fast_conv_c3_s2_same": (conv, (11, 9, 3, 8, 3, 2, "SAME", 1, "relu6")),
+    "fast_conv_c5_w6_valid": (conv, (6, 8, 5, 7, 3, 1, "VALID", 1, "none")),
+    "fast_conv_c1_w7": (conv, (4, 7, 1, 5, 3, 1, "SAME", 1, "relu")),
+    "fast_conv_1x1_w5_c36": (conv, (3, 5, 36, 12, 1, 1, "SAME", 1, "none")),
 }
+
+
+def mixed_scales(name, h, w, cin, cout):
+    """1x1 conv whose channels span per-channel scales: one all-zero channel (multiplier 0), tiny ones
+    (right shifts past 23: the offset added after the shift) and large ones next to the ordinary."""
+    wt = weights(name, (1, 1, cin, cout))
+    wt[..., 0] = 0.0
+    wt[..., 1] *= 1e-5
+    wt[..., 2] *= 3e-4
+    wt[..., 3] *= 40.0
+
+    def fn(x):
+        return _act(tf().nn.conv2d(x, wt, strides=1, padding="SAME"), "none")
+
+    return fn, [(1, h, w, cin)]
+
+
+FAST_CASES["fast_conv_mixed_scales"] = (mixed_scales, (4, 5, 8, 6))
 
 
 @pytest.mark.parametrize("name", sorted(FAST_CASES))
