@@ -162,7 +162,7 @@ def test_emulated_board_built_by_pio_offline_is_the_direct_image_and_boots(toy, 
     assert info.board == board.id
 
 
-def test_cli_build_and_flash_for_a_real_board(toy, tmp_path):
+def test_cli_build_for_a_real_board(toy, tmp_path):
     # The user's path: `microt-deploy build --board nucleo_l4r5zi` in a project with a compiled model.
     project = tmp_path / "proj"
     cli = [sys.executable, "-m", "microt_deploy.cli"]
