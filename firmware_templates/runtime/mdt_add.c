@@ -1,5 +1,6 @@
 /* mdt_add.c - ADD int8 with up-to-4D broadcasting, bit-exact with TFLite's
  * reference_integer_ops::Add / BroadcastAdd (left_shift 20, three rescalings). */
+#include "mdt_dsp.h"
 #include "mdt_fixedpoint.h"
 #include "mdt_runtime.h"
 
@@ -17,6 +18,11 @@ static int8_t add_one(const mdt_add_params *p, int8_t a, int8_t b)
 void mdt_add(const mdt_add_params *p, const int8_t *input1, const int8_t *input2, int8_t *output)
 {
     int32_t i0, i1, i2, i3;
+#if MDT_DSP
+    if (mdt_add_dsp(p, input1, input2, output)) {
+        return;
+    }
+#endif
     for (i0 = 0; i0 < p->dims[0]; ++i0) {
         for (i1 = 0; i1 < p->dims[1]; ++i1) {
             for (i2 = 0; i2 < p->dims[2]; ++i2) {

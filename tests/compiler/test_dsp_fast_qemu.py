@@ -55,7 +55,24 @@ def mixed_scales(name, h, w, cin, cout):
     return fn, [(1, h, w, cin)]
 
 
+def residual_add(name, h, w, c, act, broadcast):
+    """ADD of a 1x1 conv's output and the graph input (ResNet's shortcut), or, with `broadcast`, of
+    the input and a constant per-channel vector: mdt_dsp_add.c's tables on both operand shapes."""
+    wt = weights(name, (1, 1, c, c))
+    vec = weights(name + "v", (1, 1, 1, c), 2.0)
+
+    def fn(x):
+        t = tf()
+        other = vec if broadcast else t.nn.conv2d(x, wt, strides=1, padding="SAME")
+        return _act(t.add(x, other), act)
+
+    return fn, [(1, h, w, c)]
+
+
 FAST_CASES["fast_conv_mixed_scales"] = (mixed_scales, (4, 5, 8, 6))
+FAST_CASES["fast_add_residual_relu"] = (residual_add, (8, 9, 12, "relu", False))
+FAST_CASES["fast_add_broadcast"] = (residual_add, (6, 7, 16, "none", True))
+FAST_CASES["fast_add_small_general"] = (residual_add, (2, 3, 8, "none", False))
 
 
 @pytest.mark.parametrize("name", sorted(FAST_CASES))
