@@ -128,7 +128,7 @@ class Project:
 
 def init_project(root: Path, overrides: dict[str, Any] | None = None) -> Project:
     """Create (or update) a project folder with the default config merged with ``overrides``."""
-    root = Path(root)
+    root = Path(root).resolve()
     root.mkdir(parents=True, exist_ok=True)
     existing: dict[str, Any] = {}
     if (root / CONFIG_NAME).is_file():
@@ -148,7 +148,7 @@ def _read_config(path: Path) -> dict[str, Any]:
 
 def open_project(root: Path) -> Project:
     """Open an existing project folder; a folder without ``microt.toml`` is an error with a hint."""
-    root = Path(root)
+    root = Path(root).resolve()
     path = root / CONFIG_NAME
     if not path.is_file():
         raise MicrotError(

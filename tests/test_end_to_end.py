@@ -9,6 +9,7 @@ int8 graphs and the same trained heads; the link never loses sync; the report is
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -31,12 +32,18 @@ SMALL = {
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("e2e")
-    init_project(root, SMALL)
     console = Console(stderr=True, quiet=True)
-    pipeline.train(root, console)
-    pipeline.export(root, console)
-    pipeline.compile(root, console)
-    pipeline.build(root, "qemu_mps2_an386", console)
+    cwd = os.getcwd()
+    os.chdir(root.parent)
+    try:  # a relative project folder, as `make demo` passes it
+        relative = Path(root.name)
+        init_project(relative, SMALL)
+        pipeline.train(relative, console)
+        pipeline.export(relative, console)
+        pipeline.compile(relative, console)
+        pipeline.build(relative, "qemu_mps2_an386", console)
+    finally:
+        os.chdir(cwd)
     return root
 
 

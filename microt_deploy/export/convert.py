@@ -109,8 +109,11 @@ def onnx_to_saved_model(name: str, onnx_path: Path, out_dir: Path, sample_nhwc: 
         import onnx2tf
 
     cwd = os.getcwd()
+    # absolute paths: the conversion runs with the temp folder as the working folder
+    onnx_path, out_dir = Path(onnx_path).resolve(), Path(out_dir).resolve()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     _write_onnx2tf_samples(out_dir.parent, sample_nhwc)
+    failure = ""
     with quiet() as log, _no_network():
         try:
             # onnx2tf reads and writes side files in the working folder: keep them in our temp folder.
@@ -124,10 +127,11 @@ def onnx_to_saved_model(name: str, onnx_path: Path, out_dir: Path, sample_nhwc: 
         except MicrotError:
             raise
         except (Exception, SystemExit) as err:  # onnx2tf calls sys.exit on some failures
-            first = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
-            raise MicrotError(f"onnx2tf could not convert {name} ({first})", f"see: {log.tail()}") from None
+            failure = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
         finally:
             os.chdir(cwd)
+    if failure:  # after the quiet block, whose captured text is only complete once it has closed
+        raise MicrotError(f"onnx2tf could not convert {name} ({failure})", f"see: {log.tail()}")
     if not (out_dir / "saved_model.pb").is_file():
         raise MicrotError(f"onnx2tf wrote no SavedModel for {name}", f"see: {log.tail()}")
     return out_dir
