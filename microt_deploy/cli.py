@@ -171,12 +171,16 @@ def compile_cmd(project_dir: Path) -> None:
 @main.command()
 @project_option
 @board_option
+@click.option("--pio", is_flag=True, help="Emulated board: build through an offline PlatformIO project.")
 @_friendly
-def build(project_dir: Path, board: str | None) -> None:
-    """Render the firmware for a board and build it; refuse with numbers when it does not fit."""
+def build(project_dir: Path, board: str | None, pio: bool) -> None:
+    """Render the firmware for a board and build it; refuse with numbers when it does not fit.
+
+    Real boards get a PlatformIO project (firmware/<board>/platformio.ini) validated offline, and the
+    portable C is compiled with the board's CPU flags to check that it fits."""
     from microt_deploy import pipeline
 
-    pipeline.build(project_dir, board, out)
+    pipeline.build(project_dir, board, out, pio=pio)
 
 
 @main.command()
@@ -263,7 +267,7 @@ def infer(model: Path, input_npy: Path, output_npy: Path) -> None:
     from microt_deploy.compiler.host_runner import infer_files
 
     result = infer_files(model, input_npy, output_npy)
-    out.print(f"wrote {output_npy}" + (f" ({result})" if result else ""))
+    out.print(f"wrote {output_npy}: {result.dtype} {tuple(result.shape)}")
 
 
 @main.command()

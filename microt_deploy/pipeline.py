@@ -102,8 +102,9 @@ def compile(project_dir: Path, console: Console) -> dict[str, Any]:  # noqa: A00
     return plan
 
 
-def build(project_dir: Path, board_id: str | None, console: Console) -> Any:
-    """Render the firmware for a board and build it; writes firmware/<board>/."""
+def build(project_dir: Path, board_id: str | None, console: Console, *, pio: bool = False) -> Any:
+    """Render the firmware for a board and build it; writes firmware/<board>/. ``pio``: build the
+    emulated board through an offline PlatformIO project instead of calling the compiler directly."""
     project = open_project(project_dir)
     board = load_board(board_id or project.config["device"]["board"])
     if not (project.compiled_dir / "mdt_model.c").is_file():
@@ -112,7 +113,13 @@ def build(project_dir: Path, board_id: str | None, console: Console) -> Any:
     from microt_deploy.targets import build as build_image
 
     fw_dir = project.firmware_dir(board.id)
-    render_firmware(project.compiled_dir, board, fw_dir, _firmware_options(project))
+    options = _firmware_options(project)
+    if pio:
+        if board.run != "qemu":
+            raise MicrotError(f"--pio is for the emulated board; {board.id} is always a PlatformIO project",
+                              "drop --pio")
+        options["pio"] = True
+    render_firmware(project.compiled_dir, board, fw_dir, options)
     result = build_image(board, fw_dir)
     console.print(_build_line(board, result))
     return result
@@ -127,8 +134,9 @@ def _build_line(board: Board, result: Any) -> str:
     flash = getattr(result, "flash_bytes", None)
     ram = getattr(result, "ram_bytes", None)
     if board.flash_bytes and flash is not None:
+        estimate = " (estimate: no toolchain for this CPU here)" if getattr(result, "estimate", False) else ""
         return (f"built {board.id}: flash {flash:,} B of {board.flash_bytes:,} ({flash / board.flash_bytes:.1%}), "
-                f"RAM {ram:,} B of {board.ram_bytes:,} ({ram / board.ram_bytes:.1%})")
+                f"RAM {ram:,} B of {board.ram_bytes:,} ({ram / board.ram_bytes:.1%}){estimate}")
     return f"built {board.id}: {getattr(result, 'image', '')}"
 
 
