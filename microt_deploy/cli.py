@@ -16,8 +16,9 @@ from rich.console import Console
 
 from microt_deploy.errors import MicrotError
 
-console = Console(stderr=True)
-out = Console()
+# Piped into a file or CI log, rich would wrap tables at 80 columns; the MicroT table needs ~130.
+console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
+out = Console(width=None if sys.stdout.isatty() else 140)
 
 # TensorFlow and friends print pages of start-up chatter on stderr; our users want one line.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
