@@ -11,7 +11,7 @@ void mdt_conv2d(const mdt_conv_params *p, const int8_t *input, int8_t *output)
     const int32_t f_size = p->k_h * p->k_w * p->in_c;
     int32_t b, oy, ox, oc, ky, kx, ic;
 #if MDT_DSP
-    if (mdt_conv2d_dsp(p, input, output)) {
+    if (mdt_conv2d_small_dsp(p, input, output) || mdt_conv2d_dsp(p, input, output)) {
         return;
     }
 #endif

@@ -22,7 +22,7 @@
 #include "mdt_dsp_rq.h"
 #include "mdt_fixedpoint.h"
 
-#define PIX 4 /* output pixels per pass of the convolution core */
+#define PIX 6 /* output pixels per pass of the convolution core (slots of the im2col scratch) */
 
 static inline int32_t ld32(const void *ptr)
 {
@@ -126,6 +126,48 @@ static inline void zero_groups(uint32_t *dst, int32_t n4)
 
 /* 4 / 2 / 1 pixels x one output channel over `ng` >= 1 groups of 4 depth elements; the loop count
  * lives in the asm (SUBS/BNE). Inputs: the interleaved widened scratch, PIX pixel slots per group. */
+static inline void mac6(const uint32_t *x, const int8_t *w, int32_t ng, int32_t *a)
+{
+    int32_t a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3], a4 = a[4], a5 = a[5];
+    int32_t wa, wb, x0, x1;
+    /* 24 MACs in 23 instructions: 13 registers, all the M4 has besides SP and PC (and LR) */
+    __asm__ volatile("1:\n\t"
+                     "ldr %[wb], [%[w]], #4\n\t"
+                     "sxtb16 %[wa], %[wb]\n\t"
+                     "sxtb16 %[wb], %[wb], ror #8\n\t"
+                     "ldrd %[x0], %[x1], [%[x], #8]\n\t"
+                     "smlad %[a1], %[wa], %[x0], %[a1]\n\t"
+                     "smlad %[a1], %[wb], %[x1], %[a1]\n\t"
+                     "ldrd %[x0], %[x1], [%[x], #16]\n\t"
+                     "smlad %[a2], %[wa], %[x0], %[a2]\n\t"
+                     "smlad %[a2], %[wb], %[x1], %[a2]\n\t"
+                     "ldrd %[x0], %[x1], [%[x], #24]\n\t"
+                     "smlad %[a3], %[wa], %[x0], %[a3]\n\t"
+                     "smlad %[a3], %[wb], %[x1], %[a3]\n\t"
+                     "ldrd %[x0], %[x1], [%[x], #32]\n\t"
+                     "smlad %[a4], %[wa], %[x0], %[a4]\n\t"
+                     "smlad %[a4], %[wb], %[x1], %[a4]\n\t"
+                     "ldrd %[x0], %[x1], [%[x], #40]\n\t"
+                     "smlad %[a5], %[wa], %[x0], %[a5]\n\t"
+                     "smlad %[a5], %[wb], %[x1], %[a5]\n\t"
+                     "ldrd %[x0], %[x1], [%[x]], #48\n\t"
+                     "smlad %[a0], %[wa], %[x0], %[a0]\n\t"
+                     "smlad %[a0], %[wb], %[x1], %[a0]\n\t"
+                     "subs %[n], %[n], #1\n\t"
+                     "bne 1b"
+                     : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [a4] "+r"(a4), [a5] "+r"(a5),
+                       [w] "+r"(w), [x] "+r"(x), [n] "+r"(ng), [wa] "=&r"(wa), [wb] "=&r"(wb), [x0] "=&r"(x0),
+                       [x1] "=&r"(x1)
+                     :
+                     : "cc", "memory");
+    a[0] = a0;
+    a[1] = a1;
+    a[2] = a2;
+    a[3] = a3;
+    a[4] = a4;
+    a[5] = a5;
+}
+
 static inline void mac4(const uint32_t *x, const int8_t *w, int32_t ng, int32_t *a)
 {
     int32_t a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];
@@ -143,7 +185,7 @@ static inline void mac4(const uint32_t *x, const int8_t *w, int32_t ng, int32_t 
                      "ldrd %[x0], %[x1], [%[x], #24]\n\t"
                      "smlad %[a3], %[wa], %[x0], %[a3]\n\t"
                      "smlad %[a3], %[wb], %[x1], %[a3]\n\t"
-                     "ldrd %[x0], %[x1], [%[x]], #32\n\t"
+                     "ldrd %[x0], %[x1], [%[x]], #48\n\t"
                      "smlad %[a0], %[wa], %[x0], %[a0]\n\t"
                      "smlad %[a0], %[wb], %[x1], %[a0]\n\t"
                      "subs %[n], %[n], #1\n\t"
@@ -158,6 +200,34 @@ static inline void mac4(const uint32_t *x, const int8_t *w, int32_t ng, int32_t 
     a[3] = a3;
 }
 
+static inline void mac3(const uint32_t *x, const int8_t *w, int32_t ng, int32_t *a)
+{
+    int32_t a0 = a[0], a1 = a[1], a2 = a[2];
+    int32_t wa, wb, x0, x1;
+    __asm__ volatile("1:\n\t"
+                     "ldr %[wb], [%[w]], #4\n\t"
+                     "sxtb16 %[wa], %[wb]\n\t"
+                     "sxtb16 %[wb], %[wb], ror #8\n\t"
+                     "ldrd %[x0], %[x1], [%[x], #8]\n\t"
+                     "smlad %[a1], %[wa], %[x0], %[a1]\n\t"
+                     "smlad %[a1], %[wb], %[x1], %[a1]\n\t"
+                     "ldrd %[x0], %[x1], [%[x], #16]\n\t"
+                     "smlad %[a2], %[wa], %[x0], %[a2]\n\t"
+                     "smlad %[a2], %[wb], %[x1], %[a2]\n\t"
+                     "ldrd %[x0], %[x1], [%[x]], #48\n\t"
+                     "smlad %[a0], %[wa], %[x0], %[a0]\n\t"
+                     "smlad %[a0], %[wb], %[x1], %[a0]\n\t"
+                     "subs %[n], %[n], #1\n\t"
+                     "bne 1b"
+                     : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [w] "+r"(w), [x] "+r"(x), [n] "+r"(ng),
+                       [wa] "=&r"(wa), [wb] "=&r"(wb), [x0] "=&r"(x0), [x1] "=&r"(x1)
+                     :
+                     : "cc", "memory");
+    a[0] = a0;
+    a[1] = a1;
+    a[2] = a2;
+}
+
 static inline void mac2(const uint32_t *x, const int8_t *w, int32_t ng, int32_t *a)
 {
     int32_t a0 = a[0], a1 = a[1];
@@ -169,7 +239,7 @@ static inline void mac2(const uint32_t *x, const int8_t *w, int32_t ng, int32_t 
                      "ldrd %[x0], %[x1], [%[x], #8]\n\t"
                      "smlad %[a1], %[wa], %[x0], %[a1]\n\t"
                      "smlad %[a1], %[wb], %[x1], %[a1]\n\t"
-                     "ldrd %[x0], %[x1], [%[x]], #32\n\t"
+                     "ldrd %[x0], %[x1], [%[x]], #48\n\t"
                      "smlad %[a0], %[wa], %[x0], %[a0]\n\t"
                      "smlad %[a0], %[wb], %[x1], %[a0]\n\t"
                      "subs %[n], %[n], #1\n\t"
@@ -190,7 +260,7 @@ static inline void mac1(const uint32_t *x, const int8_t *w, int32_t ng, int32_t 
                      "ldr %[wb], [%[w]], #4\n\t"
                      "sxtb16 %[wa], %[wb]\n\t"
                      "sxtb16 %[wb], %[wb], ror #8\n\t"
-                     "ldrd %[x0], %[x1], [%[x]], #32\n\t"
+                     "ldrd %[x0], %[x1], [%[x]], #48\n\t"
                      "smlad %[a0], %[wa], %[x0], %[a0]\n\t"
                      "smlad %[a0], %[wb], %[x1], %[a0]\n\t"
                      "subs %[n], %[n], #1\n\t"
@@ -202,13 +272,14 @@ static inline void mac1(const uint32_t *x, const int8_t *w, int32_t ng, int32_t 
     a[0] = a0;
 }
 
-/* One pass: npix (1..PIX) pixels x all output channels. The scratch holds ng_all = ceil(depth / 4)
- * groups, the last one zero past the depth, so every channel but the last runs whole groups (its
- * weight word over-reads into the next channel's row, multiplied by 0); the last channel runs the
- * whole groups only and adds the depth % 4 tail from `tail`. `full` and `npix` are constants at each
- * inlined call site. */
+/* One pass: npix (1..PIX) pixels x all output channels, with the `core` of 6, 4, 3, 2 or 1 pixels (the
+ * scratch's slots up to the core's width filled; the extra ones are computed, not stored). The
+ * scratch holds ng_all = ceil(depth / 4) groups, the last one zero past the depth, so every channel
+ * but the last runs whole groups (its weight word over-reads into the next channel's row, multiplied
+ * by 0); the last channel runs the whole groups only and adds the depth % 4 tail from `tail`. `core`
+ * and `full` are constants at each inlined call site. */
 static inline __attribute__((always_inline)) void conv_pass_f(const uint32_t *cols, const int16_t tail[PIX][4],
-                                                              int32_t depth, int32_t npix, int full,
+                                                              int32_t depth, int32_t npix, int core, int full,
                                                               const mdt_conv_params *p, int8_t *out)
 {
     const int32_t out_c = p->out_c, out_off = p->output_offset, lo = p->act_min, hi = p->act_max;
@@ -225,11 +296,15 @@ static inline __attribute__((always_inline)) void conv_pass_f(const uint32_t *co
         const int32_t ng = last_tail ? n4 : ng_all;
         int64_t k;
         int32_t i;
-        a[0] = a[1] = a[2] = a[3] = bias;
+        a[0] = a[1] = a[2] = a[3] = a[4] = a[5] = bias;
         if (ng > 0) {
-            if (npix > 2) {
+            if (core == 6) {
+                mac6(cols, w, ng, a);
+            } else if (core == 4) {
                 mac4(cols, w, ng, a);
-            } else if (npix == 2) {
+            } else if (core == 3) {
+                mac3(cols, w, ng, a);
+            } else if (core == 2) {
                 mac2(cols, w, ng, a);
             } else {
                 mac1(cols, w, ng, a);
@@ -265,28 +340,39 @@ static inline __attribute__((always_inline)) void conv_pass_f(const uint32_t *co
     }
 }
 
+/* The core for a pass of npix pixels: its own width, but 5 runs the 6-pixel core (one unused). */
+static int32_t core_for(int32_t npix)
+{
+    return npix == 5 ? 6 : npix;
+}
+
 static __attribute__((noinline)) void conv_pass(const uint32_t *cols, const int16_t tail[PIX][4], int32_t depth,
                                                 int32_t npix, const mdt_conv_params *p, int8_t *out)
 {
+    const int32_t core = core_for(npix);
     if (p->act_min == -128 && p->act_max == 127) {
-        if (npix == PIX) {
-            conv_pass_f(cols, tail, depth, PIX, 1, p, out);
-        } else if (npix == 3) {
-            conv_pass_f(cols, tail, depth, 3, 1, p, out);
-        } else if (npix == 2) {
-            conv_pass_f(cols, tail, depth, 2, 1, p, out);
+        if (core == 6) {
+            conv_pass_f(cols, tail, depth, npix, 6, 1, p, out);
+        } else if (core == 4) {
+            conv_pass_f(cols, tail, depth, npix, 4, 1, p, out);
+        } else if (core == 3) {
+            conv_pass_f(cols, tail, depth, npix, 3, 1, p, out);
+        } else if (core == 2) {
+            conv_pass_f(cols, tail, depth, npix, 2, 1, p, out);
         } else {
-            conv_pass_f(cols, tail, depth, 1, 1, p, out);
+            conv_pass_f(cols, tail, depth, npix, 1, 1, p, out);
         }
     } else {
-        if (npix == PIX) {
-            conv_pass_f(cols, tail, depth, PIX, 0, p, out);
-        } else if (npix == 3) {
-            conv_pass_f(cols, tail, depth, 3, 0, p, out);
-        } else if (npix == 2) {
-            conv_pass_f(cols, tail, depth, 2, 0, p, out);
+        if (core == 6) {
+            conv_pass_f(cols, tail, depth, npix, 6, 0, p, out);
+        } else if (core == 4) {
+            conv_pass_f(cols, tail, depth, npix, 4, 0, p, out);
+        } else if (core == 3) {
+            conv_pass_f(cols, tail, depth, npix, 3, 0, p, out);
+        } else if (core == 2) {
+            conv_pass_f(cols, tail, depth, npix, 2, 0, p, out);
         } else {
-            conv_pass_f(cols, tail, depth, 1, 0, p, out);
+            conv_pass_f(cols, tail, depth, npix, 1, 0, p, out);
         }
     }
 }
@@ -316,6 +402,7 @@ static void gather_bytes_f(uint32_t *cols, int16_t tail[4], int32_t slot, const 
                 int32_t v;
                 memcpy(&v, src + j, 4);
                 memcpy(row + n + j, &v, 4);
+                __asm__("" : "+r"(j)); /* keeps gcc from turning the short copy into a memcpy call */
             }
             for (; j < seg; ++j) {
                 row[n + j] = src[j];
@@ -380,8 +467,8 @@ int mdt_conv2d_dsp(const mdt_conv_params *p, const int8_t *input, int8_t *output
         int32_t pix;
         for (pix = 0; pix < npix_total; pix += PIX) {
             const int32_t npix = npix_total - pix < PIX ? npix_total - pix : PIX;
-            /* the passes read only the slots they store, except 3 pixels (the 4-pixel core) */
-            const int32_t nslots = npix < 3 ? npix : PIX;
+            /* the slots the pass's core reads */
+            const int32_t nslots = core_for(npix);
             int32_t s;
             for (s = 0; s < nslots; ++s) {
                 /* missing pixels of the last pass repeat the last one; their outputs are not stored */

@@ -32,8 +32,11 @@ FAST_CASES = {
     "fast_dw_dil2_general": (depthwise, (9, 9, 4, 1, 3, 1, "SAME", 2, "none")),
     "fast_dw_mult3_general": (depthwise, (6, 6, 3, 3, 3, 2, "SAME", 1, "relu")),
     # conv: in_c 3 (byte im2col, interior rows copied by words, depth 27 = 6 groups + tail 3) at
-    # stride 2; 5 / 6 / 7 output pixels per row leave 1 / 2 / 3 for the last pass; depth 1; 1x1 deep
+    # stride 2; 24 / 28 / 15 / 11 output pixels leave passes of 6 / 4 / 3 / 5 (the 6-pixel core, one
+    # unused) after those of 6 (1 and 2 are in test_dsp_qemu.py); depth 1 and depth 8 take the
+    # small-depth path, 36 and 20 the general one
     "fast_conv_c3_s2_same": (conv, (11, 9, 3, 8, 3, 2, "SAME", 1, "relu6")),
+    "fast_conv_w11_rem5": (conv, (1, 11, 20, 6, 1, 1, "SAME", 1, "none")),
     "fast_conv_c5_w6_valid": (conv, (6, 8, 5, 7, 3, 1, "VALID", 1, "none")),
     "fast_conv_c1_w7": (conv, (4, 7, 1, 5, 3, 1, "SAME", 1, "relu")),
     "fast_conv_1x1_w5_c36": (conv, (3, 5, 36, 12, 1, 1, "SAME", 1, "none")),
