@@ -262,11 +262,15 @@ def _plan(compiled: list[_Compiled]) -> list[Buffer]:
 
     # In-place chains drift (each row-wise conv starts its output a little before its input); a long
     # chain can cost more than it saves, so drop single in-place decisions while the arena shrinks.
+    # A row-wise conv also runs slower than the whole-layer (DSP) kernel, so it is dropped as well
+    # when the arena does not grow without it: it is kept only where it lowers the peak.
     peak, *_ = build(set())
     disabled: set = set()
     for cand in [(gi, li) for gi, c in enumerate(compiled) for li, la in enumerate(c.layers) if la.inplace]:
         trial, *_ = build(disabled | {cand})
-        if trial < peak:
+        # (the layer still names its whole-layer kernel here; build() switches it to the row kernel)
+        row_wise = compiled[cand[0]].layers[cand[1]].kernel in ROW_KERNELS
+        if trial < peak or (row_wise and trial == peak):
             peak, disabled = trial, disabled | {cand}
     peak, buffers, groups, lo = build(disabled)
     _buffer_of.clear()
