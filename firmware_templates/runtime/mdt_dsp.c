@@ -272,31 +272,58 @@ static inline void mac1(const uint32_t *x, const int8_t *w, int32_t ng, int32_t 
     a[0] = a0;
 }
 
-/* One pass: npix (1..PIX) pixels x all output channels, with the `core` of 6, 4, 3, 2 or 1 pixels (the
- * scratch's slots up to the core's width filled; the extra ones are computed, not stored). The
- * scratch holds ng_all = ceil(depth / 4) groups, the last one zero past the depth, so every channel
- * but the last runs whole groups (its weight word over-reads into the next channel's row, multiplied
- * by 0); the last channel runs the whole groups only and adds the depth % 4 tail from `tail`. `core`
- * and `full` are constants at each inlined call site. */
+/* Output channels whose constants are tabulated at once (stack: 28 bytes each). */
+#define CHUNK_OC 64
+
+/* One output channel's constants, derived once per call instead of once per pass. */
+enum { RQ_FOLD = 0, RQ_POST = 1, RQ_REF = 2 };
+typedef struct {
+    int32_t bias;
+    uint32_t k_lo;
+    int32_t k_hi, m, sh, post, mode;
+} chan_t;
+
+static void chan_table(chan_t *t, const mdt_conv_params *p, int32_t oc0, int32_t n)
+{
+    int32_t i;
+    for (i = 0; i < n; ++i) {
+        const int32_t oc = oc0 + i, mult = p->multiplier[oc], shift = p->shift[oc];
+        const mdt_rqf r = mdt_rqf_make(mult, shift, p->output_offset);
+        t[i].bias = p->bias ? p->bias[oc] : 0;
+        t[i].k_lo = r.k_lo;
+        t[i].k_hi = r.k_hi;
+        t[i].m = r.m;
+        t[i].sh = r.sh;
+        t[i].post = r.post;
+        t[i].mode = !mdt_rqf_ok(mult, shift) ? RQ_REF : (r.post != 0 ? RQ_POST : RQ_FOLD);
+        if (t[i].mode == RQ_REF) {
+            t[i].sh = shift; /* the reference takes the multiplier and the TFLite shift */
+        }
+    }
+}
+
+/* One pass: npix (1..PIX) pixels x the n output channels from oc0, with the `core` of 6, 4, 3, 2 or
+ * 1 pixels (the scratch's slots up to the core's width filled; the extra ones are computed, not
+ * stored). The scratch holds ng_all = ceil(depth / 4) groups, the last one zero past the depth, so
+ * every channel but the layer's last runs whole groups (its weight word over-reads into the next
+ * channel's row, multiplied by 0); the last channel runs the whole groups only and adds the
+ * depth % 4 tail from `tail`. `core` and `full` are constants at each inlined call site. */
 static inline __attribute__((always_inline)) void conv_pass_f(const uint32_t *cols, const int16_t tail[PIX][4],
                                                               int32_t depth, int32_t npix, int core, int full,
-                                                              const mdt_conv_params *p, int8_t *out)
+                                                              const mdt_conv_params *p, const chan_t *t,
+                                                              int32_t oc0, int32_t n, int8_t *out)
 {
     const int32_t out_c = p->out_c, out_off = p->output_offset, lo = p->act_min, hi = p->act_max;
-    const int32_t *const bias_v = p->bias, *const mult_v = p->multiplier;
-    const int8_t *const shift_v = p->shift;
     const int32_t n4 = depth / 4, nt = depth % 4, ng_all = (depth + 3) / 4;
-    const int8_t *w = p->filter;
-    int32_t oc;
-    for (oc = 0; oc < out_c; ++oc) {
-        const int32_t bias = bias_v ? bias_v[oc] : 0;
-        const mdt_rqf r = mdt_rqf_make(mult_v[oc], shift_v[oc], out_off); /* garbage unless rqf_ok */
+    const int8_t *w = p->filter + oc0 * depth;
+    const chan_t *const t_end = t + n;
+    out += oc0;
+    for (; t != t_end; ++t) {
         int32_t a[PIX];
-        const int last_tail = nt != 0 && oc + 1 == out_c;
+        const int last_tail = nt != 0 && t + 1 == t_end && oc0 + n == out_c;
         const int32_t ng = last_tail ? n4 : ng_all;
-        int64_t k;
         int32_t i;
-        a[0] = a[1] = a[2] = a[3] = a[4] = a[5] = bias;
+        a[0] = a[1] = a[2] = a[3] = a[4] = a[5] = t->bias;
         if (ng > 0) {
             if (core == 6) {
                 mac6(cols, w, ng, a);
@@ -319,20 +346,21 @@ static inline __attribute__((always_inline)) void conv_pass_f(const uint32_t *co
                 }
             }
         }
-        k = mdt_rqf_k(&r);
-        if (r.post == 0 && mdt_rqf_ok(mult_v[oc], shift_v[oc])) {
+        if (t->mode == RQ_FOLD) {
+            const int64_t k = (int64_t)(((uint64_t)(uint32_t)t->k_hi << 32) | t->k_lo);
             for (i = 0; i < npix; ++i) {
-                out[i * out_c] = (int8_t)mdt_rqf_clamp(mdt_rqf_apply(k, r.m, r.sh, a[i]), full, lo, hi);
+                out[i * out_c] = (int8_t)mdt_rqf_clamp(mdt_rqf_apply(k, t->m, t->sh, a[i]), full, lo, hi);
             }
-        } else if (mdt_rqf_ok(mult_v[oc], shift_v[oc])) {
+        } else if (t->mode == RQ_POST) {
             /* right shifts of 24..31: the offset after the shift */
+            const int64_t k = (int64_t)(((uint64_t)(uint32_t)t->k_hi << 32) | t->k_lo);
             for (i = 0; i < npix; ++i) {
-                out[i * out_c] = (int8_t)mdt_rqf_clamp(mdt_rqf_apply(k, r.m, r.sh, a[i]) + r.post, full, lo, hi);
+                out[i * out_c] = (int8_t)mdt_rqf_clamp(mdt_rqf_apply(k, t->m, t->sh, a[i]) + t->post, full, lo, hi);
             }
         } else {
             /* outside the folded form (a left shift): the reference */
             for (i = 0; i < npix; ++i) {
-                out[i * out_c] = (int8_t)mdt_clamp(mdt_mbqm(a[i], mult_v[oc], shift_v[oc]) + out_off, lo, hi);
+                out[i * out_c] = (int8_t)mdt_clamp(mdt_mbqm(a[i], t->m, t->sh) + out_off, lo, hi);
             }
         }
         out += 1;
@@ -347,32 +375,33 @@ static int32_t core_for(int32_t npix)
 }
 
 static __attribute__((noinline)) void conv_pass(const uint32_t *cols, const int16_t tail[PIX][4], int32_t depth,
-                                                int32_t npix, const mdt_conv_params *p, int8_t *out)
+                                                int32_t npix, const mdt_conv_params *p, const chan_t *t,
+                                                int32_t oc0, int32_t n, int8_t *out)
 {
     const int32_t core = core_for(npix);
     if (p->act_min == -128 && p->act_max == 127) {
         if (core == 6) {
-            conv_pass_f(cols, tail, depth, npix, 6, 1, p, out);
+            conv_pass_f(cols, tail, depth, npix, 6, 1, p, t, oc0, n, out);
         } else if (core == 4) {
-            conv_pass_f(cols, tail, depth, npix, 4, 1, p, out);
+            conv_pass_f(cols, tail, depth, npix, 4, 1, p, t, oc0, n, out);
         } else if (core == 3) {
-            conv_pass_f(cols, tail, depth, npix, 3, 1, p, out);
+            conv_pass_f(cols, tail, depth, npix, 3, 1, p, t, oc0, n, out);
         } else if (core == 2) {
-            conv_pass_f(cols, tail, depth, npix, 2, 1, p, out);
+            conv_pass_f(cols, tail, depth, npix, 2, 1, p, t, oc0, n, out);
         } else {
-            conv_pass_f(cols, tail, depth, npix, 1, 1, p, out);
+            conv_pass_f(cols, tail, depth, npix, 1, 1, p, t, oc0, n, out);
         }
     } else {
         if (core == 6) {
-            conv_pass_f(cols, tail, depth, npix, 6, 0, p, out);
+            conv_pass_f(cols, tail, depth, npix, 6, 0, p, t, oc0, n, out);
         } else if (core == 4) {
-            conv_pass_f(cols, tail, depth, npix, 4, 0, p, out);
+            conv_pass_f(cols, tail, depth, npix, 4, 0, p, t, oc0, n, out);
         } else if (core == 3) {
-            conv_pass_f(cols, tail, depth, npix, 3, 0, p, out);
+            conv_pass_f(cols, tail, depth, npix, 3, 0, p, t, oc0, n, out);
         } else if (core == 2) {
-            conv_pass_f(cols, tail, depth, npix, 2, 0, p, out);
+            conv_pass_f(cols, tail, depth, npix, 2, 0, p, t, oc0, n, out);
         } else {
-            conv_pass_f(cols, tail, depth, npix, 1, 0, p, out);
+            conv_pass_f(cols, tail, depth, npix, 1, 0, p, t, oc0, n, out);
         }
     }
 }
@@ -406,6 +435,7 @@ static void gather_bytes_f(uint32_t *cols, int16_t tail[4], int32_t slot, const 
             }
             for (; j < seg; ++j) {
                 row[n + j] = src[j];
+                __asm__("" : "+r"(j));
             }
             n += seg;
         } else {
@@ -452,34 +482,41 @@ static void gather_words(uint32_t *cols, int32_t slot, const int8_t *in_b, int32
 int mdt_conv2d_dsp(const mdt_conv_params *p, const int8_t *input, int8_t *output)
 {
     uint32_t cols[2 * PIX * (MDT_DSP_MAX_K / 4 + 1)];
+    chan_t table[CHUNK_OC];
     int16_t tail[PIX][4] = {{0}};
     const int32_t depth = p->k_h * p->k_w * p->in_c;
     const int32_t off2 = (int32_t)(((uint32_t)(uint16_t)p->input_offset << 16) | (uint16_t)p->input_offset);
     const int32_t npix_total = p->out_h * p->out_w;
     const int words = (p->in_c % 4) == 0;
-    int32_t b;
+    int32_t b, oc0;
     if (depth > MDT_DSP_MAX_K) {
         return 0;
     }
-    for (b = 0; b < p->batches; ++b) {
-        const int8_t *in_b = input + b * p->in_h * p->in_w * p->in_c;
-        int8_t *out_b = output + b * npix_total * p->out_c;
-        int32_t pix;
-        for (pix = 0; pix < npix_total; pix += PIX) {
-            const int32_t npix = npix_total - pix < PIX ? npix_total - pix : PIX;
-            /* the slots the pass's core reads */
-            const int32_t nslots = core_for(npix);
-            int32_t s;
-            for (s = 0; s < nslots; ++s) {
-                /* missing pixels of the last pass repeat the last one; their outputs are not stored */
-                const int32_t q = pix + (s < npix ? s : npix - 1);
-                if (words) {
-                    gather_words(cols, s, in_b, q / p->out_w, q % p->out_w, p, off2);
-                } else {
-                    gather_bytes_f(cols, tail[s], s, in_b, q / p->out_w, q % p->out_w, p, off2);
+    /* channels in chunks of CHUNK_OC, each over all pixels (the im2col is redone per chunk: cheap
+     * next to the chunk's MACs) */
+    for (oc0 = 0; oc0 < p->out_c; oc0 += CHUNK_OC) {
+        const int32_t n = p->out_c - oc0 < CHUNK_OC ? p->out_c - oc0 : CHUNK_OC;
+        chan_table(table, p, oc0, n);
+        for (b = 0; b < p->batches; ++b) {
+            const int8_t *in_b = input + b * p->in_h * p->in_w * p->in_c;
+            int8_t *out_b = output + b * npix_total * p->out_c;
+            int32_t pix;
+            for (pix = 0; pix < npix_total; pix += PIX) {
+                const int32_t npix = npix_total - pix < PIX ? npix_total - pix : PIX;
+                /* the slots the pass's core reads */
+                const int32_t nslots = core_for(npix);
+                int32_t s;
+                for (s = 0; s < nslots; ++s) {
+                    /* missing pixels of the last pass repeat the last one; their outputs are not stored */
+                    const int32_t q = pix + (s < npix ? s : npix - 1);
+                    if (words) {
+                        gather_words(cols, s, in_b, q / p->out_w, q % p->out_w, p, off2);
+                    } else {
+                        gather_bytes_f(cols, tail[s], s, in_b, q / p->out_w, q % p->out_w, p, off2);
+                    }
                 }
+                conv_pass(cols, (const int16_t(*)[4])tail, depth, npix, p, table, oc0, n, out_b + pix * p->out_c);
             }
-            conv_pass(cols, (const int16_t(*)[4])tail, depth, npix, p, out_b + pix * p->out_c);
         }
     }
     return 1;
