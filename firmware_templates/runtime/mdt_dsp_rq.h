@@ -37,15 +37,17 @@ static inline int mdt_rqf_ok(int32_t mult, int32_t shift)
 static inline mdt_rqf mdt_rqf_make(int32_t mult, int32_t shift, int32_t out_off)
 {
     mdt_rqf r;
-    /* e = 1 also for channels outside the form: no undefined shifts below (callers test _ok) */
-    const int32_t e = mult > 0 && shift <= -1 && shift >= -31 ? -shift : 1;
-    const int fold = e <= MDT_RQF_FOLD_MAX;
+    /* e = 1 also for channels outside the form: no undefined shifts below (callers test _ok);
+     * written to compile without branches (it runs once per channel per call) */
+    const uint32_t e = mult > 0 && (uint32_t)(-shift - 1) < 31u ? (uint32_t)-shift : 1u;
+    const uint32_t fold_mask = e <= MDT_RQF_FOLD_MAX ? 0xFFFFFFFFu : 0u;
+    const uint32_t off_hi = (uint32_t)out_off << (e - 1);
     r.m = mult;
-    r.sh = e - 1;
+    r.sh = (int32_t)e - 1;
     /* 2^30 and (e == 1) 2^31 in the low word; 2^(30+e) (e >= 2) and off 2^(31+e) in the high one */
-    r.k_lo = e == 1 ? 0xC0000000u : 0x40000000u;
-    r.k_hi = (int32_t)((e >= 2 ? (1u << (e - 2)) : 0u) + (fold ? (uint32_t)out_off << (e - 1) : 0u));
-    r.post = fold ? 0 : out_off;
+    r.k_lo = 0x40000000u | ((uint32_t)(e == 1) << 31);
+    r.k_hi = (int32_t)(((1u << e) >> 2) + (off_hi & fold_mask));
+    r.post = (int32_t)((uint32_t)out_off & ~fold_mask);
     return r;
 }
 
