@@ -57,4 +57,7 @@ void mdt_resize_nearest(const mdt_resize_params *p, const int8_t *input, int8_t 
 void mdt_conv2d_rows(const mdt_conv_params *p, const int8_t *input, int8_t *output, int8_t *scratch);
 void mdt_dwconv_rows(const mdt_dwconv_params *p, const int8_t *input, int8_t *output, int8_t *scratch);
 
+/* fused conv + residual add (mdt_fused.c) */
+#include "mdt_fused.h"
+
 #endif /* MDT_RUNTIME_MORE_H */

@@ -12,6 +12,7 @@ import numpy as np
 
 from .. import atomic
 from ..errors import MicrotError
+from .fuse import FUSED_KERNEL, apply_fusions, choose_fusions, fusion_candidates, scratch_bytes
 from .ir import Graph
 from .ops import Layer, Ref, lower_op
 from .planner import ALIGN, ELEMENTWISE_INPLACE, ROW_KERNELS, Buffer, align, conv_row_inplace, place_best, span
@@ -126,6 +127,11 @@ def _decide_and_place(compiled, keys, first, last, find, offset_in_root, union, 
                         merge(out_key, (gi, idx), 0)
                         layer.inplace = {"input": idx, "delta": 0, "scratch": 0}
                         break
+            elif layer.kernel == FUSED_KERNEL:  # output element i reads skip element i only
+                idx = layer.args[1]
+                if find((gi, idx)) != find(out_key) and g.t(idx).size == y.size and group_last((gi, idx)) == st:
+                    merge(out_key, (gi, idx), 0)
+                    layer.inplace = {"input": idx, "delta": 0, "scratch": 0}
             elif layer.kernel in ROW_KERNELS and layer.fields["batches"] == 1:
                 idx = layer.args[0]
                 x = g.t(idx)
@@ -164,9 +170,10 @@ def _decide_and_place(compiled, keys, first, last, find, offset_in_root, union, 
     buffers = list(groups.values())
     for gi, c in enumerate(compiled):
         for li, layer in enumerate(c.layers):
-            if layer.inplace and layer.inplace["scratch"]:
+            size = max(layer.inplace["scratch"] if layer.inplace else 0, scratch_bytes(layer))
+            if size:
                 st = c.start + 1 + li
-                sb = Buffer(len(buffers), layer.inplace["scratch"], st, st, [f"{c.spec.prefix}:scratch{li}"])
+                sb = Buffer(len(buffers), size, st, st, [f"{c.spec.prefix}:scratch{li}"])
                 buffers.append(sb)
                 _scratch[(gi, li)] = sb
     peak = place_best(buffers)
@@ -286,6 +293,23 @@ def _plan(compiled: list[_Compiled]) -> list[Buffer]:
     return buffers
 
 
+def _plan_fused(compiled: list[_Compiled]) -> list[Buffer]:
+    """Plan with the conv+ADD fusions that lower the peak (fuse.choose_fusions), each trial on fresh
+    copies of the lowered layers; the last _plan call leaves the chosen plan in the module state."""
+    base = [c.layers for c in compiled]
+    cands = [(gi, li, base[gi][li]) for gi, c in enumerate(compiled) for li in fusion_candidates(c.graph, base[gi])]
+
+    def plan_with(chosen: dict) -> list[Buffer]:
+        for gi, c in enumerate(compiled):
+            c.layers = apply_fusions(c.graph, base[gi], {li: k for (g, li), k in chosen.items() if g == gi})
+        return _plan(compiled)
+
+    def peak_of(chosen: dict) -> int:
+        return max((b.offset + b.size for b in plan_with(chosen)), default=0)
+
+    return plan_with(choose_fusions(cands, peak_of))
+
+
 _buffer_of: dict[tuple[int, int], Buffer] = {}
 _offset_of: dict[tuple[int, int], int] = {}  # arena byte offset of each tensor
 _first_last: dict[tuple[int, int], tuple[int, int]] = {}
@@ -309,6 +333,8 @@ def _c_value(v, layer_name: str) -> str:
         return v
     if isinstance(v, float):
         return f"{float(np.float32(v)).hex()}f"
+    if isinstance(v, dict):  # a nested params struct (fused layers)
+        return "{" + ", ".join(f".{k} = {_c_value(x, layer_name)}" for k, x in v.items()) + "}"
     if isinstance(v, list | tuple):
         return "{" + ", ".join(_c_value(x, layer_name) for x in v) + "}"
     return str(int(v))
@@ -353,7 +379,8 @@ def _emit_graph(gi: int, c: _Compiled, out: list[str]) -> int:
             inits = ",\n    ".join(f".{k} = {_c_value(v, name)}" for k, v in layer.fields.items())
             out.append(f"static const {layer.params_type} {name} = {{\n    {inits}\n}};\n")
             call = f"{layer.kernel}(&{name}, {', '.join(ptrs)});"
-        calls.append(f"    MDT_LAYER_BEGIN({gi}, {li}); /* {layer.op.code} */\n    {call}\n"
+        what = " + ".join(o.code for o in layer.fused["ops"]) if layer.fused else layer.op.code
+        calls.append(f"    MDT_LAYER_BEGIN({gi}, {li}); /* {what} */\n    {call}\n"
                      f"    MDT_LAYER_END({gi}, {li});")
     # (void)arena: a graph of aliases only (a RESHAPE) has no kernel call
     out.append(f"void {p}_run(int8_t *arena)\n{{\n    (void)arena;\n" + "\n".join(calls) + "\n}\n")
@@ -390,7 +417,7 @@ def compile_program(graphs: list[GraphSpec], out_dir: str | Path, header_name: s
         raise MicrotError(f"header name '{header_name}' is not a C identifier", "use e.g. mdt_model")
     _check_program(graphs)
     compiled = [_lower(spec) for spec in graphs]
-    buffers = _plan(compiled)
+    buffers = _plan_fused(compiled)
     peak = max((b.offset + b.size for b in buffers), default=0)
     arena = max(align(peak), ALIGN)
     if arena > MAX_ARENA_BYTES:
@@ -465,7 +492,8 @@ def _graph_plan(gi: int, c: _Compiled, const_bytes: int) -> dict:
     for li, layer in enumerate(c.layers):
         t = g.t(layer.args[-1])
         buf = _buffer_of[(gi, layer.args[-1])]
-        layers.append({"index": li, "op": layer.op.code, "tflite_op": layer.op.index, "output": t.name,
+        op = "+".join(o.code for o in layer.fused["ops"]) if layer.fused else layer.op.code
+        layers.append({"index": li, "op": op, "tflite_op": layer.op.index, "output": t.name,
                        "output_shape": list(t.shape), "macs": layer.macs, "weight_bytes": layer.weight_bytes,
                        "output_offset": _offset_of[(gi, layer.args[-1])], "output_size": t.nbytes, "buffer": buf.id,
                        "output_key": f"{c.spec.prefix}:{layer.args[-1]}", "live_bytes": _live_bytes(c.start + 1 + li),
@@ -473,6 +501,12 @@ def _graph_plan(gi: int, c: _Compiled, const_bytes: int) -> dict:
                            "input": f"{c.spec.prefix}:{layer.inplace['input']}", "delta": layer.inplace["delta"],
                            "scratch_size": layer.inplace["scratch"],
                            "scratch_offset": _scratch[(gi, li)].offset if (gi, li) in _scratch else None},
+                       "scratch": {"offset": _scratch[(gi, li)].offset, "size": _scratch[(gi, li)].size}
+                       if (gi, li) in _scratch else None,
+                       "fused": None if not layer.fused else {
+                           "ops": [o.code for o in layer.fused["ops"]],
+                           "tflite_ops": [o.index for o in layer.fused["ops"]],
+                           "intermediate": layer.fused["intermediate"], "chunk_w": layer.fields["chunk_w"]},
                        "step": c.start + 1 + li, "alias": layer.alias,
                        "inputs": [{"name": g.t(i).name, "const": g.t(i).is_const,
                                    "buffer": None if g.t(i).is_const else _buffer_of[(gi, i)].id}

@@ -89,8 +89,9 @@ def check_plan(plan: dict) -> None:
     tensors = plan["tensors"]
     pairs = {(la["inplace"]["input"], la["output_key"], la["step"])
              for g in plan["graphs"] for la in g["layers"] if la.get("inplace")}
-    scratch = [(la["inplace"]["scratch_offset"], la["inplace"]["scratch_size"], la["step"])
-               for g in plan["graphs"] for la in g["layers"] if la.get("inplace") and la["inplace"]["scratch_size"]]
+    # every layer's scratch (row-wise in-place convs, fused conv+ADD chunks) is private at its step
+    scratch = [(la["scratch"]["offset"], la["scratch"]["size"], la["step"])
+               for g in plan["graphs"] for la in g["layers"] if la.get("scratch")]
     for i, a in enumerate(tensors):
         for b in tensors[i + 1:]:
             live = a["first"] <= b["last"] and b["first"] <= a["last"]

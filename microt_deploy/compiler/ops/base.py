@@ -41,6 +41,7 @@ class Layer:
     alias: bool = False
     pack_inputs: bool = False
     inplace: dict | None = None  # set by the planner: {input, delta, scratch}
+    fused: dict | None = None  # a fused layer (fuse.py): {ops: the TFLite ops it runs, intermediate}
 
 
 def fail(graph: Graph, op: Op, problem: str, fix: str) -> None:
