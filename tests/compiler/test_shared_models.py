@@ -81,9 +81,9 @@ def test_infer_files_round_trip_and_refusals(tmp_path):
 
 
 # TFLM's arena for the same models (shared/REFERENCE.md); the target is <= 0.6x on each
-# model with convolutions. ResNet-8 misses it by a row-scratch (see docs in planner.conv_row_inplace).
+# model with convolutions. ResNet-8 meets it through the fused CONV_2D+ADD of its first residual block.
 TFLM_ARENA = {"vww_96_int8": (100_708, 0.6), "kws_ref_model": (22_820, 0.6),
-              "pretrainedResnet_quant": (54_996, 0.62)}
+              "pretrainedResnet_quant": (54_996, 0.6)}
 
 
 @pytest.mark.parametrize("stem", sorted(TFLM_ARENA))
@@ -93,3 +93,5 @@ def test_arena_well_below_tflm(stem, tmp_path):
     tflm, ratio = TFLM_ARENA[stem]
     assert plan["arena_size"] <= ratio * tflm, (plan["arena_size"], tflm)
     assert any(la["inplace"] for la in plan["graphs"][0]["layers"])
+    # fused only where it lowers the peak: the residual model, not the plain chains
+    assert any(la["fused"] for la in plan["graphs"][0]["layers"]) == (stem == "pretrainedResnet_quant")

@@ -1,0 +1,147 @@
+"""Fused CONV_2D+ADD (fuse.py, mdt_fused.c): residual blocks built with TF, compiled with the fusion the
+planner picks (or a forced chunk), run on the host (portable kernels) and in QEMU (DSP fast paths on
+pixel windows with a negative left padding): every output byte equal to TFLite's BUILTIN_REF; the
+plan checker sees the fused layer's scratch; the choice keeps a fusion only where the peak drops."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from microt_deploy.compiler import GraphSpec, compile_program, fuse
+from microt_deploy.compiler.host_runner import run_model
+from microt_deploy.compiler.planner import check_plan
+
+from .tflite_models import convert, random_inputs, reference, tf, weights
+
+QEMU = shutil.which("qemu-system-arm") is not None and shutil.which("arm-none-eabi-gcc") is not None
+
+
+def _conv(x, name, cin, cout, k, stride=1, relu=True):
+    y = tf().nn.conv2d(x, weights(name, (k, k, cin, cout)), strides=stride, padding="SAME")
+    y = y + weights(name + "b", (cout,))
+    return tf().nn.relu(y) if relu else y
+
+
+def residual(name, h, w, cin, c, k, skip_first, relu_out):
+    """x -> a -> b -> conv_k(b) + a: the skip `a` and the conv's input `b` are both live at the ADD."""
+
+    def fn(x):
+        a = _conv(x, name + "a", cin, c, 3)
+        b = _conv(a, name + "b", c, 2 * c, k)
+        m = _conv(b, name + "m", 2 * c, c, k, relu=False)
+        y = a + m if skip_first else m + a
+        return tf().nn.relu(y) if relu_out else y
+
+    return fn, [(1, h, w, cin)]
+
+
+def downsample(name, h, w, cin, c):
+    """ResNet's strided block: a 1x1 stride-2 skip and a 3x3 stride-2 conv of the same input, added."""
+
+    def fn(x):
+        a = _conv(x, name + "a", cin, c, 3)
+        s = _conv(a, name + "s", c, 2 * c, 1, stride=2, relu=False)
+        m = _conv(a, name + "m", c, 2 * c, 3, stride=2, relu=False)
+        return tf().nn.relu(s + m)
+
+    return fn, [(1, h, w, cin)]
+
+
+# (recipe, args): output widths 13 (chunks 6+6+1 or 12+1), 8 at stride 2 (6+2), a 1x1 fused conv of
+# depth 16 (the DSP small-depth path on a window) and the ADD's operands either way round
+CASES = {
+    "fuse_s1_w13": (residual, (9, 13, 3, 8, 3, False, True)),
+    "fuse_skip_first_1x1": (residual, (7, 10, 2, 8, 1, True, False)),
+    "fuse_s2_w15": (downsample, (10, 15, 2, 12)),
+}
+
+
+def _model(name, model_dir):
+    recipe, args = CASES[name]
+    fn, shapes = recipe(name, *args)
+    return convert(fn, shapes, model_dir, name)
+
+
+def _fused_layers(plan):
+    return [la for g in plan["graphs"] for la in g["layers"] if la["fused"]]
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_fused_residual_bit_exact_on_host(name, model_dir, tmp_path):
+    path = _model(name, model_dir)
+    plan = compile_program([GraphSpec(path, "net")], tmp_path)
+    check_plan(plan)
+    (fused,) = _fused_layers(plan)
+    assert fused["op"] == "CONV_2D+ADD" and fused["fused"]["ops"] == ["CONV_2D", "ADD"]
+    assert fused["inplace"] is not None and fused["scratch"]["size"] == fused["fused"]["chunk_w"] * \
+        fused["output_shape"][-1]
+    inputs = random_inputs(path, 3, seed=5)
+    ours, ref = run_model(path, inputs)[0], reference(path, inputs)[0]
+    assert np.array_equal(ours, ref), f"{int(np.count_nonzero(ours != ref))} bytes differ"
+
+
+def test_fusion_lowers_the_peak(model_dir, tmp_path, monkeypatch):
+    path = _model("fuse_s1_w13", model_dir)
+    fused = compile_program([GraphSpec(path, "net")], tmp_path / "f")
+    monkeypatch.setattr("microt_deploy.compiler.codegen.fusion_candidates", lambda graph, layers: [])
+    plain = compile_program([GraphSpec(path, "net")], tmp_path / "p")
+    assert not _fused_layers(plain)
+    # a = 9*13*8, b = 2a: unfused the ADD's conv needs a + b + its output (or a row-wise scratch)
+    assert fused["arena_bytes"] < plain["arena_bytes"], (fused["arena_bytes"], plain["arena_bytes"])
+    assert fused["arena_bytes"] <= 3 * 9 * 13 * 8 + 16 * 8 + 32
+
+
+@pytest.mark.parametrize("pixels", [1, 4])
+def test_forced_chunks_bit_exact_on_host(pixels, model_dir, tmp_path, monkeypatch):
+    """Chunk widths the planner would not pick (1 pixel, 4 with a tail of 1) give the same bytes."""
+    monkeypatch.setenv("MICROT_CACHE_DIR", str(tmp_path / "cache"))  # the host build keys on the model only
+    monkeypatch.setattr(fuse, "chunk_options", lambda layer: [pixels])
+    path = _model("fuse_s1_w13", model_dir)
+    plan = compile_program([GraphSpec(path, "net")], tmp_path)
+    assert _fused_layers(plan)[0]["fused"]["chunk_w"] == pixels
+    inputs = random_inputs(path, 2, seed=9)
+    assert np.array_equal(run_model(path, inputs)[0], reference(path, inputs)[0])
+
+
+def test_check_plan_sees_fused_scratch(model_dir, tmp_path):
+    path = _model("fuse_s1_w13", model_dir)
+    plan = compile_program([GraphSpec(path, "net")], tmp_path)
+    fused = _fused_layers(plan)[0]
+    conv_in = next(t for t in plan["tensors"] if t["name"] == fused["inputs"][0]["name"])
+    fused["scratch"]["offset"] = conv_in["offset"]  # the scratch on the conv's input: a real clash
+    with pytest.raises(AssertionError, match="scratch"):
+        check_plan(plan)
+
+
+def test_choose_fusions_keeps_only_what_lowers_the_peak():
+    """Candidate A lowers the peak by its output minus its scratch, B does not; A's chunk grows while
+    the peak stays (a chunk of 12 pixels still fits the hole, 16 does not)."""
+    class Conv:
+        fields = {"out_w": 16}
+
+    def peak_of(chosen):
+        peak = 1000
+        if (0, 1) in chosen:
+            peak = 900 + max(0, chosen[(0, 1)] - 12)
+        return peak
+
+    chosen = fuse.choose_fusions([(0, 1, Conv()), (0, 5, Conv())], peak_of)
+    assert chosen == {(0, 1): 12}
+    assert fuse.chunk_options(Conv()) == [16, 12, 6]
+
+
+@pytest.mark.skipif(not QEMU, reason="needs arm-none-eabi-gcc and qemu-system-arm")
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_fused_residual_bit_exact_in_qemu(name, model_dir, tmp_path):
+    from .test_dsp_qemu import _run
+
+    path = _model(name, model_dir)
+    x, run = _run(path, tmp_path, seed=len(name))
+    expected = reference(path, [x])[0].reshape(-1)
+    assert np.array_equal(run.output, expected), f"{int(np.count_nonzero(run.output != expected))} bytes differ"
+    if name == "fuse_s2_w15":  # the portable build of the same fused kernel
+        _, naive = _run(path, tmp_path, seed=len(name), defines=("MDT_NO_DSP",))
+        assert np.array_equal(naive.output, expected)
