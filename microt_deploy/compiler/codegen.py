@@ -500,7 +500,7 @@ def _graph_plan(gi: int, c: _Compiled, const_bytes: int) -> dict:
                        "inplace": None if not layer.inplace else {
                            "input": f"{c.spec.prefix}:{layer.inplace['input']}", "delta": layer.inplace["delta"],
                            "scratch_size": layer.inplace["scratch"],
-                           "scratch_offset": _scratch[(gi, li)].offset if (gi, li) in _scratch else None},
+                           "scratch_offset": _scratch[(gi, li)].offset if layer.inplace["scratch"] else None},
                        "scratch": {"offset": _scratch[(gi, li)].offset, "size": _scratch[(gi, li)].size}
                        if (gi, li) in _scratch else None,
                        "fused": None if not layer.fused else {
