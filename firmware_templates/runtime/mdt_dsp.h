@@ -20,13 +20,13 @@
 /* Largest im2col depth (k_h * k_w * in_c) and FC input depth the stack scratch holds. Stack use of
  * the fast paths at the defaults (each its own frame, never nested): conv 6 pixels x 161 groups x 8
  * bytes of widened im2col + a 64-channel constant table = 9.6 KB; small-depth conv 2.3 KB;
- * depthwise 3 KB + 0.5 KB of sums; ADD 2 KB of tables; FC 1.3 KB. */
+ * depthwise 8 KB of transposed rows + 0.5 KB of sums; ADD 2 KB of tables; FC 1.3 KB. */
 #ifndef MDT_DSP_MAX_K
 #define MDT_DSP_MAX_K 640
 #endif
 
-/* Columns of the depthwise fast path's transposed rows (stack: 4 channels x 3 rows x 2 bytes each,
- * 3 KB at the default); wider output rows take the general DSP path. */
+/* Columns of the depthwise fast path's transposed rows (its stack buffer is 4 channels x 8 rows of
+ * this many int16, 8 KB at the default); wider output rows take the general DSP path. */
 #ifndef MDT_DSP_DW_COLS
 #define MDT_DSP_DW_COLS 128
 #endif
