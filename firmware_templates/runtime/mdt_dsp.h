@@ -34,6 +34,7 @@
 #if MDT_DSP
 int mdt_add_dsp(const mdt_add_params *p, const int8_t *input1, const int8_t *input2, int8_t *output);
 int mdt_conv2d_small_dsp(const mdt_conv_params *p, const int8_t *input, int8_t *output);
+int mdt_fc_rows3_dsp(const mdt_fc_params *p, const int8_t *input, int8_t *output);
 int mdt_dw3x3_dsp(const mdt_dwconv_params *p, const int8_t *input, int8_t *output);
 int mdt_conv2d_dsp(const mdt_conv_params *p, const int8_t *input, int8_t *output);
 int mdt_depthwise_conv2d_dsp(const mdt_dwconv_params *p, const int8_t *input, int8_t *output);

@@ -11,7 +11,7 @@ import shutil
 import numpy as np
 import pytest
 
-from .op_cases import _act, conv, depthwise
+from .op_cases import _act, conv, dense, depthwise
 from .test_dsp_qemu import _run
 from .tflite_models import convert, reference, tf, weights
 
@@ -77,6 +77,11 @@ def residual_add(name, h, w, c, act, broadcast):
 
 
 FAST_CASES["fast_conv_mixed_scales"] = (mixed_scales, (4, 5, 8, 6))
+# FC: three rows per asm pass (10 = 3 + 3 + 3 + 1 left to the one-row loop), a depth tail, and a
+# depth under 4 (the general DSP path)
+FAST_CASES["fast_fc_d64_o10"] = (dense, (64, 10, "relu"))
+FAST_CASES["fast_fc_d18_o6"] = (dense, (18, 6, "none"))
+FAST_CASES["fast_fc_d3_general"] = (dense, (3, 5, "none"))
 FAST_CASES["fast_add_residual_relu"] = (residual_add, (8, 9, 12, "relu", False))
 FAST_CASES["fast_add_broadcast"] = (residual_add, (6, 7, 16, "none", True))
 FAST_CASES["fast_add_small_general"] = (residual_add, (2, 3, 8, "none", False))
