@@ -424,18 +424,23 @@ static void gather_bytes_f(uint32_t *cols, int16_t tail[4], int32_t slot, const 
     for (ky = 0; ky < p->k_h; ++ky) {
         const int32_t iy = iy0 + p->dil_h * ky;
         if (row_inside && iy >= 0 && iy < p->in_h) {
-            /* a contiguous run of k_w * in_c bytes: words, then the rest */
+            /* a contiguous run of k_w * in_c bytes: words, then the rest (the empty asm hides the
+             * copy from gcc, which would otherwise call memcpy for these few bytes) */
             const int8_t *src = in_b + (iy * p->in_w + ix0) * in_c;
-            int32_t j = 0;
-            for (; j + 4 <= seg; j += 4) {
-                int32_t v;
-                memcpy(&v, src + j, 4);
-                memcpy(row + n + j, &v, 4);
-                __asm__("" : "+r"(j)); /* keeps gcc from turning the short copy into a memcpy call */
+            int8_t *dst = row + n;
+            int8_t *const wend = dst + (seg & ~3);
+            int32_t j;
+            while (dst != wend) {
+                int32_t v = ld32(src);
+                __asm__("" : "+r"(v));
+                memcpy(dst, &v, 4);
+                dst += 4;
+                src += 4;
             }
-            for (; j < seg; ++j) {
-                row[n + j] = src[j];
-                __asm__("" : "+r"(j));
+            for (j = 0; j < (seg & 3); ++j) {
+                int32_t v = src[j];
+                __asm__("" : "+r"(v));
+                dst[j] = (int8_t)v;
             }
             n += seg;
         } else {
