@@ -1,11 +1,14 @@
 /*
- * mdt_dsp.c - Cortex-M4/M7 fast paths (SMLAD dual 16-bit MACs, SXTB16 byte unpacking) for CONV_2D,
- * DEPTHWISE_CONV_2D and FULLY_CONNECTED; bit-exact with TFLite's reference int8 kernels.
+ * mdt_dsp.c - Cortex-M4/M7 fast paths (SMLAD dual 16-bit MACs, SXTB16 byte unpacking): the general
+ * CONV_2D (passes of 6/4/3/2/1 output pixels over an im2col scratch, per-call channel tables, the
+ * folded requantisation of mdt_dsp_rq.h per channel, the reference for channels outside it), and the
+ * first-round DEPTHWISE_CONV_2D and FULLY_CONNECTED paths that the newer ones (mdt_dsp_dw.c,
+ * mdt_dsp_fc.c) fall back to; bit-exact with TFLite's reference int8 kernels.
  *
  * Why it is exact: products and sums are the same int32 integers as the reference's, only added in
- * another order (int32 addition is associative), and the requantisation below is an exact rewrite
- * of MultiplyByQuantizedMultiplier (double rounding) for non-negative multipliers (checked per
- * layer; any other layer takes the portable kernel).
+ * another order (int32 addition is associative), and both requantisations here are exact rewrites
+ * of MultiplyByQuantizedMultiplier (double rounding): rq_* for non-negative multipliers (checked
+ * per layer by the first-round paths), mdt_rqf_* per channel (mdt_dsp_rq.h).
  *
  * Layout trick: SXTB16 of a word (b0 b1 b2 b3) gives the halfwords (b0, b2) and SXTB16 of the word
  * rotated by 8 gives (b1, b3). Inputs and weights are both unpacked that way, so SMLAD pairs
