@@ -45,7 +45,7 @@ test-quick: setup
 	$(PY) -m pytest -q -m "not slow"
 
 bench: setup
-	$(VENV)/bin/microt-deploy bench
+	$(VENV)/bin/microt-deploy bench $(if $(wildcard $(PROJECT)/export/rest.tflite),--project $(PROJECT))
 
 lint: setup
 	$(VENV)/bin/ruff check microt_deploy tests

@@ -16,9 +16,9 @@ from rich.console import Console
 
 from microt_deploy.errors import MicrotError
 
-# Piped into a file or CI log, rich would wrap tables at 80 columns; the MicroT table needs ~130.
-console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
-out = Console(width=None if sys.stdout.isatty() else 140)
+# Piped into a file or CI log, rich would wrap tables at 80 columns; the bench table needs ~170.
+console = Console(stderr=True, width=None if sys.stderr.isatty() else 180)
+out = Console(width=None if sys.stdout.isatty() else 180)
 
 # TensorFlow and friends print pages of start-up chatter on stderr; our users want one line.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -273,14 +273,25 @@ def infer(model: Path, input_npy: Path, output_npy: Path) -> None:
 
 @main.command()
 @click.option("--models", default=None, help="Comma-separated .tflite files (default: the MLPerf Tiny set).")
+@click.option("--project", "-p", "project_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Also bench this project's exported MicroT graphs (trunk, part head, rest).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the table as JSON here.")
 @_friendly
-def bench(models: str | None, json_path: Path | None) -> None:
+def bench(models: str | None, project_dir: Path | None, json_path: Path | None) -> None:
     """Flash, peak SRAM and instructions on the emulated Cortex-M4, against TFLM's anchors."""
-    from microt_deploy.evaluate.bench import run_bench
+    from microt_deploy.evaluate.bench import default_models, run_bench
 
-    paths = [Path(m) for m in models.split(",")] if models else None
+    paths = [Path(m) for m in models.split(",")] if models else default_models()
+    if project_dir is not None:
+        from microt_deploy.pipeline import GRAPHS
+        from microt_deploy.project import open_project
+
+        export_dir = open_project(project_dir).export_dir
+        graphs = [export_dir / f"{g}.tflite" for g in GRAPHS]
+        if not all(p.is_file() for p in graphs):
+            raise MicrotError(f"no exported graphs in {export_dir}", "run `microt-deploy export` first")
+        paths += graphs
     run_bench(paths, json_path, out)
 
 

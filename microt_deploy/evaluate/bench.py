@@ -27,10 +27,11 @@ from microt_deploy.compiler import GraphSpec, compile_program
 from microt_deploy.errors import MicrotError
 from microt_deploy.evaluate.bench_image import BenchRun, render_bench, run_bench_image
 
-SHARED = Path("/work/shared")
-MODELS_DIR = SHARED / "models"
-ANCHORS = SHARED / "anchors" / "tflm_cortex_m4_qemu.json"
-RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results.json"
+# The reference models and TFLM's measured figures travel with the repository (bench/README).
+BENCH_DIR = Path(__file__).resolve().parents[2] / "bench"
+MODELS_DIR = BENCH_DIR / "models"
+ANCHORS = BENCH_DIR / "anchors" / "tflm_cortex_m4_qemu.json"
+RESULTS = BENCH_DIR / "results.json"
 BOARD = "qemu_mps2_an386"
 INPUT_SEED = 0
 VARIANTS = {"dsp": (), "naive": ("MDT_NO_DSP",)}

@@ -6,17 +6,12 @@ byte equal to TFLite's BUILTIN_REF."""
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
 
 from .op_cases import _act, conv, dense, depthwise
 from .test_dsp_qemu import _run
 from .tflite_models import convert, reference, tf, weights
-
-pytestmark = pytest.mark.skipif(shutil.which("qemu-system-arm") is None or shutil.which("arm-none-eabi-gcc") is None,
-                                reason="needs arm-none-eabi-gcc and qemu-system-arm")
 
 # (h, w, channels, depth multiplier, kernel, stride, padding, dilation, activation). Channel counts
 # off a multiple of 4 take the per-channel transpose for the last group, odd output widths the

@@ -4,7 +4,6 @@ QEMU mps2-an386: every output byte equal to TFLite's BUILTIN_REF, and the fast p
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,13 +11,11 @@ import pytest
 
 from microt_deploy.boards import load_board
 from microt_deploy.compiler import GraphSpec, compile_program
+from microt_deploy.evaluate.bench import MODELS_DIR
 from microt_deploy.evaluate.bench_image import render_bench, run_bench_image
 
 from .op_cases import conv, dense, depthwise
 from .tflite_models import convert, reference
-
-pytestmark = pytest.mark.skipif(shutil.which("qemu-system-arm") is None or shutil.which("arm-none-eabi-gcc") is None,
-                                reason="needs arm-none-eabi-gcc and qemu-system-arm")
 
 # Shapes chosen to hit each branch: word im2col with padding and a partial last pixel group, byte
 # im2col with a depth % 4 tail, dilation, 1x1, depthwise at both strides, FC with a tail and an odd
@@ -68,7 +65,7 @@ def test_dsp_path_is_taken_and_faster(model_dir, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("path", sorted(Path("/work/shared/models").glob("*.tflite")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", sorted(MODELS_DIR.glob("*.tflite")), ids=lambda p: p.stem)
 def test_dsp_shared_models_bit_exact_in_qemu(path, tmp_path):
     x, run = _run(path, tmp_path, seed=11)
     expected = reference(path, [x])[0].reshape(-1)

@@ -5,8 +5,6 @@ plan checker sees the fused layer's scratch; the choice keeps a fusion only wher
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
 
@@ -15,8 +13,6 @@ from microt_deploy.compiler.host_runner import run_model
 from microt_deploy.compiler.planner import check_plan
 
 from .tflite_models import convert, random_inputs, reference, tf, weights
-
-QEMU = shutil.which("qemu-system-arm") is not None and shutil.which("arm-none-eabi-gcc") is not None
 
 
 def _conv(x, name, cin, cout, k, stride=1, relu=True):
@@ -133,7 +129,6 @@ def test_choose_fusions_keeps_only_what_lowers_the_peak():
     assert fuse.chunk_options(Conv()) == [16, 12, 6]
 
 
-@pytest.mark.skipif(not QEMU, reason="needs arm-none-eabi-gcc and qemu-system-arm")
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_fused_residual_bit_exact_in_qemu(name, model_dir, tmp_path):
     from .test_dsp_qemu import _run

@@ -7,10 +7,11 @@ import pytest
 
 from microt_deploy.compiler import GraphSpec, compile_program, read_model
 from microt_deploy.errors import MicrotError
+from microt_deploy.evaluate.bench import MODELS_DIR
 
 from .tflite_models import convert, tf
 
-SHARED = "/work/shared/models/mlperf_tiny_kws_ref_model.tflite"
+SHARED = str(MODELS_DIR / "mlperf_tiny_kws_ref_model.tflite")
 
 
 def _one_line(exc: MicrotError) -> str:

@@ -4,17 +4,16 @@ smallest shared model on QEMU (DSP and naive builds, output checked against BUIL
 from __future__ import annotations
 
 import json
-import shutil
-from pathlib import Path
 
 import pytest
 from rich.console import Console
 
 from microt_deploy.errors import DeviceError
 from microt_deploy.evaluate import bench
+from microt_deploy.evaluate.bench import MODELS_DIR
 from microt_deploy.evaluate.bench_image import parse_report
 
-AD01 = Path("/work/shared/models/mlperf_tiny_ad01_int8.tflite")
+AD01 = MODELS_DIR / "mlperf_tiny_ad01_int8.tflite"
 
 
 def test_parse_report_reads_every_line_kind():
@@ -37,7 +36,6 @@ def test_table_says_loudly_when_not_bit_exact():
     assert "NO (3 bytes differ)" in console.export_text()
 
 
-@pytest.mark.skipif(shutil.which("qemu-system-arm") is None or not AD01.is_file(), reason="needs QEMU and the model")
 def test_run_bench_on_a_shared_model(tmp_path, monkeypatch):
     monkeypatch.setattr(bench, "RESULTS", tmp_path / "results.json")
     console = Console(record=True, width=250)
