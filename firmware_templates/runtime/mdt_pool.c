@@ -75,12 +75,8 @@ void mdt_mean_hw(const mdt_mean_params *p, const int8_t *input, int8_t *output)
             }
             if (p->mode == MDT_MEAN_SAME_QUANT) {
                 out = sum / n;
-            } else if (p->mode == MDT_MEAN_FOLD) {
+            } else { /* MDT_MEAN_FOLD */
                 out = mdt_mbqm(sum - p->input_zero_point * n, p->multiplier, p->shift);
-                out = mdt_clamp(out + p->output_zero_point, -128, 127);
-            } else {
-                out = mdt_mbqm(sum - p->input_zero_point * n, p->multiplier, p->shift);
-                out = out > 0 ? (out + n / 2) / n : (out - n / 2) / n;
                 out = mdt_clamp(out + p->output_zero_point, -128, 127);
             }
             *output++ = (int8_t)out;

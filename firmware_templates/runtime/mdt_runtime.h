@@ -61,10 +61,10 @@ typedef struct {
 } mdt_pool_params;
 
 /* MEAN over H and W of an NHWC tensor; the path mirrors the one TFLite's reference picks. */
-/* MDT_MEAN_INT: requantize the sum, then divide by the count with rounding (keep_dims);
- * MDT_MEAN_SAME_QUANT: truncating integer mean (input and output params equal);
- * MDT_MEAN_FOLD: 1/count folded into the multiplier at compile time. */
-enum { MDT_MEAN_INT = 0, MDT_MEAN_SAME_QUANT = 1, MDT_MEAN_FOLD = 2 };
+/* MDT_MEAN_SAME_QUANT: truncating integer mean (input and output params equal);
+ * MDT_MEAN_FOLD: 1/count folded into the multiplier at compile time (TF 2.19's reference takes
+ * this path whenever the parameters differ, keep_dims or not). */
+enum { MDT_MEAN_SAME_QUANT = 1, MDT_MEAN_FOLD = 2 };
 typedef struct {
     int32_t batches, in_h, in_w, channels, mode;
     int32_t input_zero_point, output_zero_point, multiplier, shift;
