@@ -16,10 +16,8 @@ def _strides(shape: list[int], out: list[int]) -> list[int]:
     return [0 if shape[i] == 1 and out[i] != 1 else dense[i] for i in range(4)]
 
 
-def lower_add(graph: Graph, op: Op) -> Layer:
-    a, b, y = graph.t(op.inputs[0]), graph.t(op.inputs[1]), graph.t(op.outputs[0])
-    for t in (a, b, y):
-        per_tensor(graph, op, t)
+def broadcast_dims(graph: Graph, op: Op, a, b, y) -> tuple[list[int], list[int], list[int]]:
+    """The two inputs' and the output's shapes as 4-D, refusing what TFLite's broadcasting refuses."""
     if max(len(a.shape), len(b.shape), len(y.shape)) > 4:
         fail(graph, op, "broadcasting beyond 4 dimensions is not supported", "re-export with <= 4-D tensors")
     sa, sb, so = dims4(a.shape), dims4(b.shape), dims4(y.shape)
@@ -28,6 +26,14 @@ def lower_add(graph: Graph, op: Op) -> Layer:
             if s[i] not in (1, so[i]):
                 fail(graph, op, f"shapes {list(a.shape)} and {list(b.shape)} do not broadcast to "
                      f"{list(y.shape)}", "re-export the model")
+    return sa, sb, so
+
+
+def lower_add(graph: Graph, op: Op) -> Layer:
+    a, b, y = graph.t(op.inputs[0]), graph.t(op.inputs[1]), graph.t(op.outputs[0])
+    for t in (a, b, y):
+        per_tensor(graph, op, t)
+    sa, sb, so = broadcast_dims(graph, op, a, b, y)
     # add.cc: twice_max is a float, each ratio is computed in double.
     twice_max = float(F32(2.0) * max(F32(a.qscale), F32(b.qscale)))
     m1, s1 = quantize_multiplier(a.qscale / twice_max)

@@ -10,8 +10,8 @@ import numpy as np
 
 from ..ir import Graph, Op
 from ..quant import F32, quantize_multiplier, round_half_away
-from .add import _strides
-from .base import Layer, Ref, act_range, dims4, fail, per_tensor
+from .add import _strides, broadcast_dims
+from .base import Layer, Ref, act_range, fail, per_tensor
 
 
 def lower_mul(graph: Graph, op: Op) -> Layer:
@@ -20,14 +20,7 @@ def lower_mul(graph: Graph, op: Op) -> Layer:
         per_tensor(graph, op, t)
         if t.dtype != "int8":
             fail(graph, op, f"tensor '{t.name}' is {t.dtype}", "only int8 MUL is supported; re-export as int8")
-    if max(len(a.shape), len(b.shape), len(y.shape)) > 4:
-        fail(graph, op, "broadcasting beyond 4 dimensions is not supported", "re-export with <= 4-D tensors")
-    sa, sb, so = dims4(a.shape), dims4(b.shape), dims4(y.shape)
-    for i in range(4):
-        for s in (sa, sb):
-            if s[i] not in (1, so[i]):
-                fail(graph, op, f"shapes {list(a.shape)} and {list(b.shape)} do not broadcast to "
-                     f"{list(y.shape)}", "re-export the model")
+    sa, sb, so = broadcast_dims(graph, op, a, b, y)
     # mul.cc: the product and quotient of the float scales are float, widened to double at the end.
     real = float(F32(F32(a.qscale) * F32(b.qscale)) / F32(y.qscale))
     mult, shift = quantize_multiplier(real)
