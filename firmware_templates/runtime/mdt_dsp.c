@@ -24,30 +24,9 @@
 
 #include "mdt_dsp_rq.h"
 #include "mdt_fixedpoint.h"
+#include "mdt_dsp_intrin.h"
 
 #define PIX 6 /* output pixels per pass of the convolution core (slots of the im2col scratch) */
-
-static inline int32_t ld32(const void *ptr)
-{
-    int32_t v;
-    memcpy(&v, ptr, 4); /* one LDR: the M4 allows unaligned word loads */
-    return v;
-}
-
-static inline int32_t sxtb16_ror8(int32_t v)
-{
-    int32_t r;
-    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(v));
-    return r;
-}
-
-/* off2 + the sign-extended bytes 1 and 3 of v, in one instruction */
-static inline int32_t sxtab16_ror8(int32_t off2, int32_t v)
-{
-    int32_t r;
-    __asm__("sxtab16 %0, %1, %2, ror #8" : "=r"(r) : "r"(off2), "r"(v));
-    return r;
-}
 
 /* Per-channel requantisation constants: the reference's shift split into left / right parts, and
  * the 64-bit rounding constant k of the fused form below as two words (hoisted out of the loops). */

@@ -16,30 +16,10 @@
 
 #include "mdt_dsp_rq.h"
 #include "mdt_fixedpoint.h"
+#include "mdt_dsp_intrin.h"
 
 #define SMALL_PIX 64   /* output pixels per chunk (stack: 64 x 8 words + 64 sums = 2.3 KB) */
 #define SMALL_GROUPS 4 /* depth <= 16 */
-
-static inline int32_t ld32(const void *ptr)
-{
-    int32_t v;
-    memcpy(&v, ptr, 4); /* one LDR: the M4 allows unaligned word loads */
-    return v;
-}
-
-static inline int32_t sxtb16_ror8(int32_t v)
-{
-    int32_t r;
-    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(v));
-    return r;
-}
-
-static inline int32_t sxtab16_ror8(int32_t off2, int32_t v)
-{
-    int32_t r;
-    __asm__("sxtab16 %0, %1, %2, ror #8" : "=r"(r) : "r"(off2), "r"(v));
-    return r;
-}
 
 /* One pixel's im2col into dst (ng groups, 2 words each): bytes first (padding and the positions past
  * the depth = the input zero point, which contributes 0), then widened with the offset. */

@@ -17,6 +17,7 @@
 
 #include "mdt_dsp_rq.h"
 #include "mdt_fixedpoint.h"
+#include "mdt_dsp_intrin.h"
 
 /* Columns of the transposed buffer: bounds the output row width the fast path takes. The buffer
  * (8 KB of stack) holds 4 channels x DW_BUF / (4 x pitch) rows at the narrowest pitch of 16, 32, 64
@@ -24,25 +25,6 @@
 #define DW_COLS MDT_DSP_DW_COLS
 #define DW_BUF (GROUP * 8 * DW_COLS)
 #define GROUP 4
-
-static inline int32_t ld32(const void *ptr)
-{
-    int32_t v;
-    memcpy(&v, ptr, 4); /* one LDR: the M4 allows unaligned word loads */
-    return v;
-}
-
-static inline void st32(void *ptr, int32_t v)
-{
-    memcpy(ptr, &v, 4); /* one STR, unaligned allowed */
-}
-
-static inline int32_t sxtab16_ror8(int32_t off2, int32_t v)
-{
-    int32_t r;
-    __asm__("sxtab16 %0, %1, %2, ror #8" : "=r"(r) : "r"(off2), "r"(v));
-    return r;
-}
 
 /* (bottom half of a, bottom half of b) in one PKHBT */
 static inline int32_t pk_bb(int32_t a, int32_t b)

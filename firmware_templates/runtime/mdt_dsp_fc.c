@@ -15,27 +15,7 @@
 
 #include "mdt_dsp_rq.h"
 #include "mdt_fixedpoint.h"
-
-static inline int32_t ld32(const void *ptr)
-{
-    int32_t v;
-    memcpy(&v, ptr, 4); /* one LDR: the M4 allows unaligned word loads */
-    return v;
-}
-
-static inline int32_t sxtb16_ror8(int32_t v)
-{
-    int32_t r;
-    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(v));
-    return r;
-}
-
-static inline int32_t sxtab16_ror8(int32_t off2, int32_t v)
-{
-    int32_t r;
-    __asm__("sxtab16 %0, %1, %2, ror #8" : "=r"(r) : "r"(off2), "r"(v));
-    return r;
-}
+#include "mdt_dsp_intrin.h"
 
 /* Three rows' sums over ng >= 1 groups (w0..w2 are the rows' first weights); four would need 14
  * registers, more than gcc can give an asm statement here. */
