@@ -38,11 +38,12 @@ $(STAMPS)/venv: requirements.lock pyproject.toml
 demo: setup
 	$(VENV)/bin/microt-deploy demo --project $(PROJECT)
 
+# Tests never let PlatformIO reach the network: every pio call they cause runs in a namespace.
 test: setup
-	$(PY) -m pytest -q
+	MICROT_PIO_OFFLINE=1 $(PY) -m pytest -q
 
 test-quick: setup
-	$(PY) -m pytest -q -m "not slow"
+	MICROT_PIO_OFFLINE=1 $(PY) -m pytest -q -m "not slow"
 
 bench: setup
 	$(VENV)/bin/microt-deploy bench $(if $(wildcard $(PROJECT)/export/rest.tflite),--project $(PROJECT))
