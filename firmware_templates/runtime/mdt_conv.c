@@ -25,7 +25,9 @@ void mdt_conv2d(const mdt_conv_params *p, const int8_t *input, int8_t *output)
                     const int8_t *f_oc = p->filter + oc * f_size;
                     int32_t acc = 0;
                     int32_t out;
-                    for (ky = 0; ky < p->k_h; ++ky) {
+                    /* an all-zero filter row sums to 0 whatever the input */
+                    const int32_t k_h = p->zero_rows && p->zero_rows[oc] ? 0 : p->k_h;
+                    for (ky = 0; ky < k_h; ++ky) {
                         const int32_t iy = iy0 + p->dil_h * ky;
                         if (iy < 0 || iy >= p->in_h) {
                             continue;

@@ -20,6 +20,7 @@
 #if MDT_DSP
 
 #include <arm_acle.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "mdt_dsp_rq.h"
@@ -106,37 +107,47 @@ static inline void zero_groups(uint32_t *dst, int32_t n4)
 
 /* ---- folded-requantisation core (mdt_dsp_rq.h): every channel within mdt_rqf_ok ---- */
 
-/* 4 / 2 / 1 pixels x one output channel over `ng` >= 1 groups of 4 depth elements; the loop count
- * lives in the asm (SUBS/BNE). Inputs: the interleaved widened scratch, PIX pixel slots per group. */
-static inline void mac6(const uint32_t *x, const int8_t *w, int32_t ng, int32_t *a)
+/* One group of 4 depth elements x 6 pixels: 24 MACs in 21 instructions. */
+#define MAC6_GROUP                                     \
+    "ldr %[wb], [%[w]], #4\n\t"                     \
+    "sxtb16 %[wa], %[wb]\n\t"                        \
+    "sxtb16 %[wb], %[wb], ror #8\n\t"                \
+    "ldrd %[x0], %[x1], [%[x], #8]\n\t"              \
+    "smlad %[a1], %[wa], %[x0], %[a1]\n\t"           \
+    "smlad %[a1], %[wb], %[x1], %[a1]\n\t"           \
+    "ldrd %[x0], %[x1], [%[x], #16]\n\t"             \
+    "smlad %[a2], %[wa], %[x0], %[a2]\n\t"           \
+    "smlad %[a2], %[wb], %[x1], %[a2]\n\t"           \
+    "ldrd %[x0], %[x1], [%[x], #24]\n\t"             \
+    "smlad %[a3], %[wa], %[x0], %[a3]\n\t"           \
+    "smlad %[a3], %[wb], %[x1], %[a3]\n\t"           \
+    "ldrd %[x0], %[x1], [%[x], #32]\n\t"             \
+    "smlad %[a4], %[wa], %[x0], %[a4]\n\t"           \
+    "smlad %[a4], %[wb], %[x1], %[a4]\n\t"           \
+    "ldrd %[x0], %[x1], [%[x], #40]\n\t"             \
+    "smlad %[a5], %[wa], %[x0], %[a5]\n\t"           \
+    "smlad %[a5], %[wb], %[x1], %[a5]\n\t"           \
+    "ldrd %[x0], %[x1], [%[x]], #48\n\t"             \
+    "smlad %[a0], %[wa], %[x0], %[a0]\n\t"           \
+    "smlad %[a0], %[wb], %[x1], %[a0]\n\t"
+
+/* 6 pixels x one output channel over `ng` >= 1 groups of 4 depth elements, two groups per loop
+ * iteration (an odd group first); the loop count lives in the asm. 13 registers: all the M4 has
+ * besides SP and PC (and LR). Inputs: the interleaved widened scratch, PIX pixel slots per group. */
+static inline __attribute__((always_inline)) void mac6(const uint32_t *x, const int8_t *w, int32_t ng,
+                                                       int32_t *a)
 {
     int32_t a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3], a4 = a[4], a5 = a[5];
     int32_t wa, wb, x0, x1;
-    /* 24 MACs in 23 instructions: 13 registers, all the M4 has besides SP and PC (and LR) */
-    __asm__ volatile("1:\n\t"
-                     "ldr %[wb], [%[w]], #4\n\t"
-                     "sxtb16 %[wa], %[wb]\n\t"
-                     "sxtb16 %[wb], %[wb], ror #8\n\t"
-                     "ldrd %[x0], %[x1], [%[x], #8]\n\t"
-                     "smlad %[a1], %[wa], %[x0], %[a1]\n\t"
-                     "smlad %[a1], %[wb], %[x1], %[a1]\n\t"
-                     "ldrd %[x0], %[x1], [%[x], #16]\n\t"
-                     "smlad %[a2], %[wa], %[x0], %[a2]\n\t"
-                     "smlad %[a2], %[wb], %[x1], %[a2]\n\t"
-                     "ldrd %[x0], %[x1], [%[x], #24]\n\t"
-                     "smlad %[a3], %[wa], %[x0], %[a3]\n\t"
-                     "smlad %[a3], %[wb], %[x1], %[a3]\n\t"
-                     "ldrd %[x0], %[x1], [%[x], #32]\n\t"
-                     "smlad %[a4], %[wa], %[x0], %[a4]\n\t"
-                     "smlad %[a4], %[wb], %[x1], %[a4]\n\t"
-                     "ldrd %[x0], %[x1], [%[x], #40]\n\t"
-                     "smlad %[a5], %[wa], %[x0], %[a5]\n\t"
-                     "smlad %[a5], %[wb], %[x1], %[a5]\n\t"
-                     "ldrd %[x0], %[x1], [%[x]], #48\n\t"
-                     "smlad %[a0], %[wa], %[x0], %[a0]\n\t"
-                     "smlad %[a0], %[wb], %[x1], %[a0]\n\t"
+    __asm__ volatile("tst %[n], #1\n\t"
+                     "beq 2f\n\t" MAC6_GROUP
+                     "\n2:\n\t"
+                     "lsrs %[n], %[n], #1\n\t"
+                     "beq 3f\n"
+                     "1:\n\t" MAC6_GROUP MAC6_GROUP
                      "subs %[n], %[n], #1\n\t"
-                     "bne 1b"
+                     "bne 1b\n"
+                     "3:"
                      : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [a4] "+r"(a4), [a5] "+r"(a5),
                        [w] "+r"(w), [x] "+r"(x), [n] "+r"(ng), [wa] "=&r"(wa), [wb] "=&r"(wb), [x0] "=&r"(x0),
                        [x1] "=&r"(x1)
@@ -150,6 +161,8 @@ static inline void mac6(const uint32_t *x, const int8_t *w, int32_t ng, int32_t 
     a[5] = a5;
 }
 
+/* 4 / 2 / 1 pixels x one output channel over `ng` >= 1 groups of 4 depth elements; the loop count
+ * lives in the asm (SUBS/BNE). Inputs: the interleaved widened scratch, PIX pixel slots per group. */
 static inline void mac4(const uint32_t *x, const int8_t *w, int32_t ng, int32_t *a)
 {
     int32_t a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];
@@ -258,7 +271,7 @@ static inline void mac1(const uint32_t *x, const int8_t *w, int32_t ng, int32_t 
 #define CHUNK_OC 64
 
 /* One output channel's constants, derived once per call instead of once per pass. */
-enum { RQ_FOLD = 0, RQ_POST = 1, RQ_REF = 2 };
+enum { RQ_FOLD = 0, RQ_POST = 1, RQ_REF = 2, RQ_CONST = 3 }; /* RQ_CONST: an all-zero filter row, output `post` */
 typedef struct {
     int32_t bias;
     uint32_t k_lo;
@@ -282,6 +295,11 @@ static __attribute__((noinline)) void chan_table(chan_t *t, const mdt_conv_param
         t[i].mode = !mdt_rqf_ok(mult, shift) ? RQ_REF : (r.post != 0 ? RQ_POST : RQ_FOLD);
         if (t[i].mode == RQ_REF) {
             t[i].sh = shift; /* the reference takes the multiplier and the TFLite shift */
+        }
+        if (p->zero_rows != NULL && p->zero_rows[oc]) {
+            /* the sum is the bias at every pixel: one output value for the whole channel */
+            t[i].mode = RQ_CONST;
+            t[i].post = mdt_clamp(mdt_mbqm(t[i].bias, mult, shift) + p->output_offset, p->act_min, p->act_max);
         }
     }
 }
@@ -307,6 +325,14 @@ static inline __attribute__((always_inline)) void conv_pass_f(const uint32_t *co
         const int last_tail = nt != 0 && t + 1 == t_end && oc0 + n == out_c;
         const int32_t ng = last_tail ? n4 : ng_all;
         int32_t i;
+        if (t->mode == RQ_CONST) {
+            for (i = 0; i < npix; ++i) {
+                out[i * out_c] = (int8_t)t->post;
+            }
+            out += 1;
+            w += depth;
+            continue;
+        }
         a[0] = a[1] = a[2] = a[3] = a[4] = a[5] = t->bias;
         if (ng > 0) {
             if (core == 6) {
@@ -352,6 +378,104 @@ static inline __attribute__((always_inline)) void conv_pass_f(const uint32_t *co
     }
 }
 
+/* The common pass: 6 pixels of one channel in the folded form (mode RQ_FOLD or RQ_POST) and no depth
+ * tail. The sums stay in registers and the constants in locals (an int8 store may alias anything, so
+ * fields read through `t` would be reloaded after every store). */
+static inline __attribute__((always_inline)) void chan6(const uint32_t *cols, const int8_t *w, int32_t ng,
+                                                        const chan_t *t, int8_t *out, int32_t out_c, int full,
+                                                        int32_t lo, int32_t hi)
+{
+    int32_t a[PIX];
+    const int64_t k = (int64_t)(((uint64_t)(uint32_t)t->k_hi << 32) | t->k_lo);
+    const int32_t m = t->m, sh = t->sh, post = t->post;
+    a[0] = a[1] = a[2] = a[3] = a[4] = a[5] = t->bias;
+    mac6(cols, w, ng, a);
+    out[0] = (int8_t)mdt_rqf_clamp(mdt_rqf_apply(k, m, sh, a[0]) + post, full, lo, hi);
+    out += out_c;
+    out[0] = (int8_t)mdt_rqf_clamp(mdt_rqf_apply(k, m, sh, a[1]) + post, full, lo, hi);
+    out += out_c;
+    out[0] = (int8_t)mdt_rqf_clamp(mdt_rqf_apply(k, m, sh, a[2]) + post, full, lo, hi);
+    out += out_c;
+    out[0] = (int8_t)mdt_rqf_clamp(mdt_rqf_apply(k, m, sh, a[3]) + post, full, lo, hi);
+    out += out_c;
+    out[0] = (int8_t)mdt_rqf_clamp(mdt_rqf_apply(k, m, sh, a[4]) + post, full, lo, hi);
+    out += out_c;
+    out[0] = (int8_t)mdt_rqf_clamp(mdt_rqf_apply(k, m, sh, a[5]) + post, full, lo, hi);
+}
+
+/* One output of rq6: the folded requantisation (mdt_dsp_rq.h) with k's low word 2^30 (right shifts of
+ * 2..23), a full int8 range (one SSAT), the byte stored and the pointer stepped to the next pixel. */
+#define RQ6_ONE(A)                                    \
+    "and %[tp], %[" #A "], #0x80000000\n\t"           \
+    "rsbs %[tp], %[tp], #0x40000000\n\t"              \
+    "sbc %[t1], %[khi], #0\n\t"                       \
+    "smlal %[tp], %[t1], %[" #A "], %[m]\n\t"         \
+    "asr %[t1], %[t1], %[sh]\n\t"                     \
+    "ssat %[t1], #8, %[t1]\n\t"                       \
+    "strb %[t1], [%[out]]\n\t"                        \
+    "add %[out], %[out], %[oc]\n\t"
+
+/* The six sums of a chan6 pass requantised and stored in 8 instructions each: gcc, left to itself,
+ * spills the constants around the byte stores (13 registers are live). */
+static inline __attribute__((always_inline)) void rq6(int32_t a0, int32_t a1, int32_t a2, int32_t a3, int32_t a4,
+                                                      int32_t a5, const chan_t *t, int8_t *out, int32_t out_c)
+{
+    int32_t khi, m, sh, t1;
+    const chan_t *tp = t;
+    __asm__ volatile("ldr %[khi], [%[tp], %[o_khi]]\n\t"
+                     "ldr %[m], [%[tp], %[o_m]]\n\t"
+                     "ldr %[sh], [%[tp], %[o_sh]]\n\t" RQ6_ONE(a0) RQ6_ONE(a1) RQ6_ONE(a2) RQ6_ONE(a3) RQ6_ONE(a4)
+                         RQ6_ONE(a5)
+                     : [tp] "+r"(tp), [out] "+r"(out), [khi] "=&r"(khi), [m] "=&r"(m), [sh] "=&r"(sh), [t1] "=&r"(t1)
+                     : [a0] "r"(a0), [a1] "r"(a1), [a2] "r"(a2), [a3] "r"(a3), [a4] "r"(a4), [a5] "r"(a5),
+                       [oc] "r"(out_c), [o_khi] "i"(offsetof(chan_t, k_hi)), [o_m] "i"(offsetof(chan_t, m)),
+                       [o_sh] "i"(offsetof(chan_t, sh))
+                     : "cc", "memory");
+}
+
+/* chan6 for the channels rq6 takes (mode RQ_FOLD with k_lo == 2^30, full int8 range). */
+static inline __attribute__((always_inline)) void chan6_fast(const uint32_t *cols, const int8_t *w, int32_t ng,
+                                                             const chan_t *t, int8_t *out, int32_t out_c)
+{
+    int32_t a[PIX];
+    a[0] = a[1] = a[2] = a[3] = a[4] = a[5] = t->bias;
+    mac6(cols, w, ng, a);
+    rq6(a[0], a[1], a[2], a[3], a[4], a[5], t, out, out_c);
+}
+
+/* A whole pass of 6 pixels: chan6 for the channels it takes, the general pass for the others (a
+ * channel outside the folded form, the layer's last channel when the depth has a tail). */
+static inline __attribute__((always_inline)) void pass6_f(const uint32_t *cols, const int16_t tail[PIX][4],
+                                                          int32_t depth, const mdt_conv_params *p, const chan_t *t,
+                                                          int32_t oc0, int32_t n, int8_t *out, int full)
+{
+    const int32_t out_c = p->out_c, lo = p->act_min, hi = p->act_max, ng_all = (depth + 3) / 4;
+    const int tail_last = (depth % 4) != 0 && oc0 + n == out_c;
+    const int8_t *w = p->filter + oc0 * depth;
+    int32_t i;
+    for (i = 0; i < n; ++i) {
+        if (t[i].mode == RQ_CONST) {
+            int8_t *o = out + oc0 + i;
+            const int8_t v = (int8_t)t[i].post;
+            o[0] = v;
+            o[out_c] = v;
+            o[2 * out_c] = v;
+            o[3 * out_c] = v;
+            o[4 * out_c] = v;
+            o[5 * out_c] = v;
+        } else if (tail_last && i == n - 1) {
+            conv_pass_f(cols, tail, depth, PIX, 6, full, p, &t[i], oc0 + i, 1, out);
+        } else if (full && t[i].mode == RQ_FOLD && t[i].k_lo == 0x40000000u) {
+            chan6_fast(cols, w, ng_all, &t[i], out + oc0 + i, out_c);
+        } else if (t[i].mode != RQ_REF) {
+            chan6(cols, w, ng_all, &t[i], out + oc0 + i, out_c, full, lo, hi);
+        } else {
+            conv_pass_f(cols, tail, depth, PIX, 6, full, p, &t[i], oc0 + i, 1, out);
+        }
+        w += depth;
+    }
+}
+
 /* The core for a pass of npix pixels: its own width, but 5 runs the 6-pixel core (one unused). */
 static int32_t core_for(int32_t npix)
 {
@@ -363,6 +487,14 @@ static __attribute__((noinline)) void conv_pass(const uint32_t *cols, const int1
                                                 int32_t oc0, int32_t n, int8_t *out)
 {
     const int32_t core = core_for(npix);
+    if (npix == PIX) {
+        if (p->act_min == -128 && p->act_max == 127) {
+            pass6_f(cols, tail, depth, p, t, oc0, n, out, 1);
+        } else {
+            pass6_f(cols, tail, depth, p, t, oc0, n, out, 0);
+        }
+        return;
+    }
     if (p->act_min == -128 && p->act_max == 127) {
         if (core == 6) {
             conv_pass_f(cols, tail, depth, npix, 6, 1, p, t, oc0, n, out);

@@ -24,6 +24,9 @@ typedef struct {
     const int32_t *bias;       /* [out_c] or NULL */
     const int32_t *multiplier; /* [out_c] */
     const int8_t *shift;       /* [out_c], TFLite convention: > 0 shifts left */
+    /* [out_c] 1 where the filter row is all zero (the channel's output is the requantised bias at every
+     * pixel), or NULL: a hint the compiler derives from the weights; honouring it is optional. */
+    const uint8_t *zero_rows;
 } mdt_conv_params;
 
 typedef struct {

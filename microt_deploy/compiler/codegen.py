@@ -24,6 +24,7 @@ _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # its _SCALE is 0.0f and _ZERO_POINT 0 (not quantized). _SIZE is bytes, _COUNT elements.
 _DTYPE_MACROS = {"int8": "MDT_DTYPE_INT8", "float32": "MDT_DTYPE_FLOAT32"}
 _CTYPES = {"int8": "int8_t", "int32": "int32_t"}
+_ARRAY_CTYPES = {"int8": "int8_t", "uint8": "uint8_t", "int32": "int32_t"}  # layers' const arrays
 MAX_ARENA_BYTES = 16 * 1024 * 1024  # above every microcontroller board's SRAM (boards/*.toml: <= 512 KiB)
 
 
@@ -349,9 +350,9 @@ def _emit_graph(gi: int, c: _Compiled, out: list[str]) -> int:
     for li, layer in enumerate(c.layers):
         name = f"{p}_l{li}"
         for suffix, arr in layer.arrays.items():
-            ctype = "int8_t" if arr.dtype == np.int8 else "int32_t"
+            ctype = _ARRAY_CTYPES[arr.dtype.name]
             out.append(_c_array(f"{name}_{suffix}", ctype, arr))
-            const_bytes += arr.size * (1 if ctype == "int8_t" else 4)
+            const_bytes += arr.nbytes
         ptrs = []
         for idx in layer.args:
             t = g.t(idx)
@@ -448,7 +449,8 @@ def compile_program(graphs: list[GraphSpec], out_dir: str | Path, header_name: s
     header.append(f"#endif /* {guard} */")
     plan = {
         "version": 1, "header": header_name, "arena_bytes": peak, "arena_size": arena, "align": ALIGN,
-        "const_bytes": total_const, "macs": sum(g["macs"] for g in plan_graphs), "graphs": plan_graphs,
+        "const_bytes": total_const, "macs": sum(g["macs"] for g in plan_graphs),
+        "live_macs": sum(g["live_macs"] for g in plan_graphs), "graphs": plan_graphs,
         "tensors": _tensor_records(compiled),
         "buffers": [{"id": b.id, "offset": b.offset, "size": b.size, "first": b.first, "last": b.last,
                      "tensors": b.tensors} for b in buffers],
@@ -494,7 +496,9 @@ def _graph_plan(gi: int, c: _Compiled, const_bytes: int) -> dict:
         buf = _buffer_of[(gi, layer.args[-1])]
         op = "+".join(o.code for o in layer.fused["ops"]) if layer.fused else layer.op.code
         layers.append({"index": li, "op": op, "tflite_op": layer.op.index, "output": t.name,
-                       "output_shape": list(t.shape), "macs": layer.macs, "weight_bytes": layer.weight_bytes,
+                       "output_shape": list(t.shape), "macs": layer.macs,
+                       "live_macs": layer.macs if layer.live_macs is None else layer.live_macs,
+                       "weight_bytes": layer.weight_bytes,
                        "output_offset": _offset_of[(gi, layer.args[-1])], "output_size": t.nbytes, "buffer": buf.id,
                        "output_key": f"{c.spec.prefix}:{layer.args[-1]}", "live_bytes": _live_bytes(c.start + 1 + li),
                        "inplace": None if not layer.inplace else {
@@ -514,5 +518,6 @@ def _graph_plan(gi: int, c: _Compiled, const_bytes: int) -> dict:
     return {"prefix": c.spec.prefix, "index": gi, "start_step": c.start, "end_step": c.end,
             "inputs": [io(i) for i in g.inputs], "outputs": [io(i) for i in g.outputs],
             "bindings": {str(k): list(v) for k, v in c.spec.input_bindings.items()},
-            "layers": layers, "macs": sum(la["macs"] for la in layers), "const_bytes": const_bytes,
+            "layers": layers, "macs": sum(la["macs"] for la in layers),
+            "live_macs": sum(la["live_macs"] for la in layers), "const_bytes": const_bytes,
             "weight_bytes": sum(la["weight_bytes"] for la in layers)}

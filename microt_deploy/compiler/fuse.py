@@ -61,7 +61,8 @@ def fuse(graph: Graph, conv: Layer, add: Layer, chunk_w: int) -> Layer:
     skip = add.args[0] if add.args[1] == mid else add.args[1]
     fields = {"conv": dict(conv.fields), "add": a, "chunk_w": chunk_w}
     return Layer(conv.op, FUSED_KERNEL, "mdt_conv_add_params", fields, dict(conv.arrays),
-                 [conv.args[0], skip, add.args[-1]], macs=conv.macs, weight_bytes=conv.weight_bytes,
+                 [conv.args[0], skip, add.args[-1]], macs=conv.macs, live_macs=conv.live_macs,
+                 weight_bytes=conv.weight_bytes,
                  fused={"ops": [conv.op, add.op], "intermediate": graph.t(mid).name})
 
 

@@ -37,6 +37,7 @@ class Layer:
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     args: list[int] = field(default_factory=list)
     macs: int = 0
+    live_macs: int | None = None  # MACs the kernels run when they skip all-zero filter rows (None: macs)
     weight_bytes: int = 0
     alias: bool = False
     pack_inputs: bool = False
