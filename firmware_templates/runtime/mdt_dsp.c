@@ -107,52 +107,97 @@ static inline void zero_groups(uint32_t *dst, int32_t n4)
 
 /* ---- folded-requantisation core (mdt_dsp_rq.h): every channel within mdt_rqf_ok ---- */
 
-/* One group of 4 depth elements x 6 pixels: 24 MACs in 21 instructions. */
-#define MAC6_GROUP                                     \
-    "ldr %[wb], [%[w]], #4\n\t"                     \
-    "sxtb16 %[wa], %[wb]\n\t"                        \
-    "sxtb16 %[wb], %[wb], ror #8\n\t"                \
-    "ldrd %[x0], %[x1], [%[x], #8]\n\t"              \
-    "smlad %[a1], %[wa], %[x0], %[a1]\n\t"           \
-    "smlad %[a1], %[wb], %[x1], %[a1]\n\t"           \
-    "ldrd %[x0], %[x1], [%[x], #16]\n\t"             \
-    "smlad %[a2], %[wa], %[x0], %[a2]\n\t"           \
-    "smlad %[a2], %[wb], %[x1], %[a2]\n\t"           \
-    "ldrd %[x0], %[x1], [%[x], #24]\n\t"             \
-    "smlad %[a3], %[wa], %[x0], %[a3]\n\t"           \
-    "smlad %[a3], %[wb], %[x1], %[a3]\n\t"           \
-    "ldrd %[x0], %[x1], [%[x], #32]\n\t"             \
-    "smlad %[a4], %[wa], %[x0], %[a4]\n\t"           \
-    "smlad %[a4], %[wb], %[x1], %[a4]\n\t"           \
-    "ldrd %[x0], %[x1], [%[x], #40]\n\t"             \
-    "smlad %[a5], %[wa], %[x0], %[a5]\n\t"           \
-    "smlad %[a5], %[wb], %[x1], %[a5]\n\t"           \
-    "ldrd %[x0], %[x1], [%[x]], #48\n\t"             \
-    "smlad %[a0], %[wa], %[x0], %[a0]\n\t"           \
+/* The weights of one group of 4 depth elements: int8 in the layer's filter (unpacked like the inputs,
+ * (w0 w2)(w1 w3)), or already widened to int16 pairs in natural order ((w0 w1)(w2 w3), conv_nat). */
+#define MAC6_W8 \
+    "ldr %[wb], [%[w]], #4\n\t" \
+    "sxtb16 %[wa], %[wb]\n\t" \
+    "sxtb16 %[wb], %[wb], ror #8\n\t"
+#define MAC6_W16 \
+    "ldrd %[wa], %[wb], [%[w]], #8\n\t"
+
+/* Those 4 weights x 6 pixels of the scratch: 24 MACs in 18 instructions. */
+#define MAC6_X \
+    "ldrd %[x0], %[x1], [%[x], #8]\n\t" \
+    "smlad %[a1], %[wa], %[x0], %[a1]\n\t" \
+    "smlad %[a1], %[wb], %[x1], %[a1]\n\t" \
+    "ldrd %[x0], %[x1], [%[x], #16]\n\t" \
+    "smlad %[a2], %[wa], %[x0], %[a2]\n\t" \
+    "smlad %[a2], %[wb], %[x1], %[a2]\n\t" \
+    "ldrd %[x0], %[x1], [%[x], #24]\n\t" \
+    "smlad %[a3], %[wa], %[x0], %[a3]\n\t" \
+    "smlad %[a3], %[wb], %[x1], %[a3]\n\t" \
+    "ldrd %[x0], %[x1], [%[x], #32]\n\t" \
+    "smlad %[a4], %[wa], %[x0], %[a4]\n\t" \
+    "smlad %[a4], %[wb], %[x1], %[a4]\n\t" \
+    "ldrd %[x0], %[x1], [%[x], #40]\n\t" \
+    "smlad %[a5], %[wa], %[x0], %[a5]\n\t" \
+    "smlad %[a5], %[wb], %[x1], %[a5]\n\t" \
+    "ldrd %[x0], %[x1], [%[x]], #48\n\t" \
+    "smlad %[a0], %[wa], %[x0], %[a0]\n\t" \
     "smlad %[a0], %[wb], %[x1], %[a0]\n\t"
 
-/* 6 pixels x one output channel over `ng` >= 1 groups of 4 depth elements, two groups per loop
+/* The same over conv_nat's scratch, where each pixel's patch is contiguous: pixel p at byte
+ * p * NAT_SLOT_BYTES (192: the LDRD offsets are immediates). */
+#define MAC6_XN \
+    "ldrd %[x0], %[x1], [%[x], #192]\n\t" \
+    "smlad %[a1], %[wa], %[x0], %[a1]\n\t" \
+    "smlad %[a1], %[wb], %[x1], %[a1]\n\t" \
+    "ldrd %[x0], %[x1], [%[x], #384]\n\t" \
+    "smlad %[a2], %[wa], %[x0], %[a2]\n\t" \
+    "smlad %[a2], %[wb], %[x1], %[a2]\n\t" \
+    "ldrd %[x0], %[x1], [%[x], #576]\n\t" \
+    "smlad %[a3], %[wa], %[x0], %[a3]\n\t" \
+    "smlad %[a3], %[wb], %[x1], %[a3]\n\t" \
+    "ldrd %[x0], %[x1], [%[x], #768]\n\t" \
+    "smlad %[a4], %[wa], %[x0], %[a4]\n\t" \
+    "smlad %[a4], %[wb], %[x1], %[a4]\n\t" \
+    "ldrd %[x0], %[x1], [%[x], #960]\n\t" \
+    "smlad %[a5], %[wa], %[x0], %[a5]\n\t" \
+    "smlad %[a5], %[wb], %[x1], %[a5]\n\t" \
+    "ldrd %[x0], %[x1], [%[x]], #8\n\t" \
+    "smlad %[a0], %[wa], %[x0], %[a0]\n\t" \
+    "smlad %[a0], %[wb], %[x1], %[a0]\n\t"
+
+/* 6 pixels x one output channel over `ng` >= 0 groups of 4 depth elements, two groups per loop
  * iteration (an odd group first); the loop count lives in the asm. 13 registers: all the M4 has
- * besides SP and PC (and LR). Inputs: the interleaved widened scratch, PIX pixel slots per group. */
+ * besides SP and PC (and LR). Inputs: the interleaved widened scratch, PIX pixel slots per group.
+ * W is MAC6_W8 or MAC6_W16, X MAC6_X or MAC6_XN. */
+#define MAC6_LOOP(W, X)                                                                                       \
+    __asm__ volatile("tst %[n], #1\n\t"                                                                     \
+                     "beq 2f\n\t" W X "\n2:\n\t"                                                        \
+                     "lsrs %[n], %[n], #1\n\t"                                                              \
+                     "beq 3f\n"                                                                             \
+                     "1:\n\t" W X W X "subs %[n], %[n], #1\n\t"                                               \
+                     "bne 1b\n"                                                                             \
+                     "3:"                                                                                   \
+                     : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [a4] "+r"(a4), [a5] "+r"(a5), \
+                       [w] "+r"(w), [x] "+r"(x), [n] "+r"(ng), [wa] "=&r"(wa), [wb] "=&r"(wb), [x0] "=&r"(x0),  \
+                       [x1] "=&r"(x1)                                                                       \
+                     :                                                                                      \
+                     : "cc", "memory")
+
 static inline __attribute__((always_inline)) void mac6(const uint32_t *x, const int8_t *w, int32_t ng,
                                                        int32_t *a)
 {
     int32_t a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3], a4 = a[4], a5 = a[5];
     int32_t wa, wb, x0, x1;
-    __asm__ volatile("tst %[n], #1\n\t"
-                     "beq 2f\n\t" MAC6_GROUP
-                     "\n2:\n\t"
-                     "lsrs %[n], %[n], #1\n\t"
-                     "beq 3f\n"
-                     "1:\n\t" MAC6_GROUP MAC6_GROUP
-                     "subs %[n], %[n], #1\n\t"
-                     "bne 1b\n"
-                     "3:"
-                     : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [a4] "+r"(a4), [a5] "+r"(a5),
-                       [w] "+r"(w), [x] "+r"(x), [n] "+r"(ng), [wa] "=&r"(wa), [wb] "=&r"(wb), [x0] "=&r"(x0),
-                       [x1] "=&r"(x1)
-                     :
-                     : "cc", "memory");
+    MAC6_LOOP(MAC6_W8, MAC6_X);
+    a[0] = a0;
+    a[1] = a1;
+    a[2] = a2;
+    a[3] = a3;
+    a[4] = a4;
+    a[5] = a5;
+}
+
+/* mac6 over weights widened to natural int16 pairs and conv_nat's pixel-major scratch. */
+static inline __attribute__((always_inline)) void mac6n(const int16_t *x, const int16_t *w, int32_t ng,
+                                                        int32_t *a)
+{
+    int32_t a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3], a4 = a[4], a5 = a[5];
+    int32_t wa, wb, x0, x1;
+    MAC6_LOOP(MAC6_W16, MAC6_XN);
     a[0] = a0;
     a[1] = a1;
     a[2] = a2;
@@ -600,6 +645,194 @@ static void gather_words(uint32_t *cols, int32_t slot, const int8_t *in_b, int32
     }
 }
 
+/* ---- convolutions over few input channels (in_c % 4 != 0, e.g. an RGB or audio first layer) ----
+ * The byte-wise im2col above costs ~300 instructions per pixel there. Instead, per output row, the
+ * k_h input rows it reads are widened once into int16 (input offset added, padding columns and rows
+ * as 0, which is what a padded tap contributes), so a pixel's patch is k_h contiguous runs of
+ * k_w * in_c halfwords copied by words; the weights are widened once per call into natural int16
+ * pairs, both zero-padded to whole groups of 4, so there is no depth tail. */
+#define NAT_ROW_HALF 1536 /* halfwords of widened input rows (3 KB of stack) */
+#define NAT_W_HALF 1536   /* halfwords of widened weights (3 KB) */
+#define NAT_MAX_G 24      /* groups of 4 depth elements (depth <= 96) */
+#define NAT_SLOT_HALF 96  /* a pixel's patch in the scratch: NAT_MAX_G groups (1.2 KB for PIX) */
+#define NAT_MAX_KH 16     /* kernel rows */
+
+/* n int8 (+ offset) -> int16 in natural order; 4 at a time: SXTAB16 gives (b0 b2)(b1 b3), two
+ * PKHs put them back in order. */
+static void widen_nat(int16_t *dst, const int8_t *src, int32_t n, int32_t in_off, int32_t off2)
+{
+    int32_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const int32_t v = ld32(src + i);
+        const int32_t e = __sxtab16(off2, v), o = sxtab16_ror8(off2, v);
+        int32_t lo, hi;
+        __asm__("pkhbt %0, %1, %2, lsl #16" : "=r"(lo) : "r"(e), "r"(o));
+        __asm__("pkhtb %0, %1, %2, asr #16" : "=r"(hi) : "r"(o), "r"(e));
+        st32(dst + i, lo);
+        st32(dst + i + 2, hi);
+    }
+    for (; i < n; ++i) {
+        dst[i] = (int16_t)(src[i] + in_off);
+    }
+}
+
+static void zero_half(int16_t *dst, int32_t n)
+{
+    int32_t i;
+    for (i = 0; i < n; ++i) {
+        dst[i] = 0;
+    }
+}
+
+/* halfwords by words (unaligned word moves are allowed on the M4) */
+static inline void copy_half(int16_t *dst, const int16_t *src, int32_t n)
+{
+    int32_t i = 0;
+    for (; i + 2 <= n; i += 2) {
+        int32_t v = ld32(src + i);
+        __asm__("" : "+r"(v)); /* keeps gcc from turning the loop into a memcpy call */
+        st32(dst + i, v);
+    }
+    if (i < n) {
+        dst[i] = src[i];
+    }
+}
+
+/* A pass of npix (1..PIX) pixels x n channels over natural-order inputs and weights (ng groups per
+ * channel in `wbuf`); the scratch's unused slots repeat a stored pixel. */
+static void pass_nat(const int16_t *cols, const int16_t *wbuf, int32_t ng, int32_t npix, const mdt_conv_params *p,
+                     const chan_t *t, int32_t n, int8_t *out)
+{
+    const int32_t out_c = p->out_c, lo = p->act_min, hi = p->act_max;
+    const int full = lo == -128 && hi == 127;
+    int32_t i, j;
+    for (i = 0; i < n; ++i, ++t, ++out, wbuf += 4 * ng) {
+        int32_t a[PIX];
+        if (t->mode == RQ_CONST) {
+            for (j = 0; j < npix; ++j) {
+                out[j * out_c] = (int8_t)t->post;
+            }
+            continue;
+        }
+        a[0] = a[1] = a[2] = a[3] = a[4] = a[5] = t->bias;
+        mac6n(cols, wbuf, ng, a);
+        if (npix == PIX && full && t->mode == RQ_FOLD && t->k_lo == 0x40000000u) {
+            rq6(a[0], a[1], a[2], a[3], a[4], a[5], t, out, out_c);
+        } else if (t->mode != RQ_REF) {
+            const int64_t k = (int64_t)(((uint64_t)(uint32_t)t->k_hi << 32) | t->k_lo);
+            for (j = 0; j < npix; ++j) {
+                out[j * out_c] = (int8_t)mdt_clamp(mdt_rqf_apply(k, t->m, t->sh, a[j]) + t->post, lo, hi);
+            }
+        } else {
+            for (j = 0; j < npix; ++j) {
+                out[j * out_c] = (int8_t)mdt_clamp(mdt_mbqm(a[j], t->m, t->sh) + p->output_offset, lo, hi);
+            }
+        }
+    }
+}
+
+/* Widened input row iy at `dst` (pitch halfwords: left padding, the image row, right padding). */
+static void nat_row(int16_t *dst, const int8_t *in_b, int32_t iy, const mdt_conv_params *p, int32_t pitch,
+                    int32_t off2)
+{
+    const int32_t left = p->pad_w * p->in_c, n = p->in_w * p->in_c;
+    zero_half(dst, left);
+    widen_nat(dst + left, in_b + iy * n, n, p->input_offset, off2);
+    zero_half(dst + left + n, pitch - left - n);
+}
+
+/* The patch of one output pixel into its scratch slot: rows[ky] + x0 is where its window's row ky
+ * starts (a zero row where that is padding). */
+static inline void nat_gather(int16_t *slot, const int16_t *const *rows, int32_t x0, int32_t k_h, int32_t seg)
+{
+    int32_t ky;
+    for (ky = 0; ky < k_h; ++ky) {
+        copy_half(slot + ky * seg, rows[ky] + x0, seg);
+    }
+}
+
+/* Two ways to hold the widened input: the whole image when it fits in the buffer (widened once per
+ * call, passes run across output rows), else the k_h rows of one output row (widened per row). */
+static int conv_nat(const mdt_conv_params *p, const int8_t *input, int8_t *output)
+{
+    int16_t buf[NAT_ROW_HALF];
+    int16_t wbuf[NAT_W_HALF] __attribute__((aligned(4))); /* LDRD reads these two */
+    int16_t cols[PIX * NAT_SLOT_HALF] __attribute__((aligned(4)));
+    chan_t table[CHUNK_OC];
+    const int16_t *rows[NAT_MAX_KH];
+    const int32_t in_c = p->in_c, seg = p->k_w * in_c, depth = p->k_h * seg, ng = (depth + 3) / 4;
+    /* columns of a widened row: the left padding, the image, and whatever the last window reads past it */
+    const int32_t reach = (p->out_w - 1) * p->stride_w + p->k_w;
+    const int32_t pitch = (reach > p->pad_w + p->in_w ? reach : p->pad_w + p->in_w) * in_c;
+    const int whole = (p->in_h + 1) * pitch <= NAT_ROW_HALF; /* + a zero row for the padding */
+    const int32_t per_chunk = NAT_W_HALF / (4 * ng) < CHUNK_OC ? NAT_W_HALF / (4 * ng) : CHUNK_OC;
+    const int32_t off2 = (int32_t)(((uint32_t)(uint16_t)p->input_offset << 16) | (uint16_t)p->input_offset);
+    const int32_t npix_total = p->out_h * p->out_w;
+    int32_t b, oc0, g;
+    if (p->dil_w != 1 || ng > NAT_MAX_G || p->k_h > NAT_MAX_KH || (p->k_h + 1) * pitch > NAT_ROW_HALF ||
+        per_chunk < 1) {
+        return 0;
+    }
+    for (g = 0; g < PIX * NAT_SLOT_HALF; ++g) {
+        cols[g] = 0; /* the last group's positions past the depth stay 0 */
+    }
+    zero_half(buf, pitch); /* row 0 of the buffer: the zero row padded taps read */
+    for (b = 0; b < p->batches; ++b) {
+        const int8_t *in_b = input + b * p->in_h * p->in_w * in_c;
+        int8_t *out_b = output + b * npix_total * p->out_c;
+        int32_t iy;
+        if (whole) {
+            for (iy = 0; iy < p->in_h; ++iy) {
+                nat_row(buf + (1 + iy) * pitch, in_b, iy, p, pitch, off2);
+            }
+        }
+        for (oc0 = 0; oc0 < p->out_c; oc0 += per_chunk) {
+            const int32_t n = p->out_c - oc0 < per_chunk ? p->out_c - oc0 : per_chunk;
+            int32_t i, pix;
+            chan_table(table, p, oc0, n);
+            for (i = 0; i < n; ++i) {
+                int16_t *wr = wbuf + i * 4 * ng;
+                widen_nat(wr, p->filter + (oc0 + i) * depth, depth, 0, 0);
+                zero_half(wr + depth, 4 * ng - depth);
+            }
+            for (pix = 0; pix < npix_total;) {
+                /* a pass: up to PIX pixels, within one output row unless the whole image is held */
+                const int32_t ox = pix % p->out_w;
+                const int32_t left = whole ? npix_total - pix : p->out_w - ox;
+                const int32_t npix = left < PIX ? left : PIX;
+                int32_t s, ky, qy = pix / p->out_w, qx = ox;
+                for (s = 0; s < PIX; ++s) {
+                    const int32_t iy0 = qy * p->stride_h - p->pad_h;
+                    if (s == 0 || (whole && qx == 0 && s < npix)) {
+                        for (ky = 0; ky < p->k_h; ++ky) {
+                            const int32_t y = iy0 + p->dil_h * ky;
+                            int16_t *r = whole ? buf + (1 + y) * pitch : buf + (1 + ky) * pitch;
+                            if (y < 0 || y >= p->in_h) {
+                                rows[ky] = buf;
+                                continue;
+                            }
+                            if (!whole && ox == 0) { /* the row's first pass widens its input rows */
+                                nat_row(r, in_b, y, p, pitch, off2);
+                            }
+                            rows[ky] = r;
+                        }
+                    }
+                    nat_gather(cols + s * NAT_SLOT_HALF, rows, qx * p->stride_w * in_c, p->k_h, seg);
+                    /* the next slot's pixel; slots past the pass's pixels repeat its last one (computed,
+                     * not stored) */
+                    if (s + 1 < npix && ++qx == p->out_w) {
+                        qx = 0;
+                        qy++;
+                    }
+                }
+                pass_nat(cols, wbuf, ng, npix, p, table, n, out_b + pix * p->out_c + oc0);
+                pix += npix;
+            }
+        }
+    }
+    return 1;
+}
+
 int mdt_conv2d_dsp(const mdt_conv_params *p, const int8_t *input, int8_t *output)
 {
     uint32_t cols[2 * PIX * (MDT_DSP_MAX_K / 4 + 1)];
@@ -612,6 +845,9 @@ int mdt_conv2d_dsp(const mdt_conv_params *p, const int8_t *input, int8_t *output
     int32_t b, oc0;
     if (depth > MDT_DSP_MAX_K) {
         return 0;
+    }
+    if (!words && conv_nat(p, input, output)) {
+        return 1;
     }
     /* channels in chunks of CHUNK_OC, each over all pixels (the im2col is redone per chunk: cheap
      * next to the chunk's MACs) */

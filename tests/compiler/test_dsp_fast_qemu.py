@@ -70,6 +70,14 @@ def residual_add(name, h, w, c, act, broadcast):
 
 
 FAST_CASES["fast_conv_mixed_scales"] = (mixed_scales, (4, 5, 8, 6))
+# few input channels (conv_nat: rows widened once per output row, natural int16 pairs): in_c 1 with a
+# 5x5 window at stride 2 (depth 25), in_c 2 VALID with 7 output columns (a pass of 6 and one of 1), in_c
+# 3 narrower than a pass, in_c 6 SAME at stride 1, and in_c 3 dilated (left to the byte im2col)
+FAST_CASES["fast_nat_c1_k5_s2"] = (conv, (12, 11, 1, 16, 5, 2, "SAME", 1, "relu"))
+FAST_CASES["fast_nat_c2_valid_w7"] = (conv, (6, 9, 2, 10, 3, 1, "VALID", 1, "relu6"))
+FAST_CASES["fast_nat_c3_narrow"] = (conv, (5, 4, 3, 9, 3, 1, "SAME", 1, "none"))
+FAST_CASES["fast_nat_c6_s1"] = (conv, (7, 8, 6, 12, 3, 1, "SAME", 1, "relu"))
+FAST_CASES["fast_nat_c3_dil2_bytes"] = (conv, (9, 9, 3, 8, 3, 1, "SAME", 2, "none"))
 # FC: three rows per asm pass (10 = 3 + 3 + 3 + 1 left to the one-row loop), a depth tail, and a
 # depth under 4 (the general DSP path)
 FAST_CASES["fast_fc_d64_o10"] = (dense, (64, 10, "relu"))
