@@ -312,41 +312,89 @@ static inline void mac1(const uint32_t *x, const int8_t *w, int32_t ng, int32_t 
     a[0] = a0;
 }
 
-/* Output channels whose constants are tabulated at once (stack: 28 bytes each). */
-#define CHUNK_OC 64
+/* Output channels whose constants are tabulated at once (a static table: 16 bytes each, 2 KB). */
+#define CHUNK_OC 128
 
 /* One output channel's constants, derived once per call instead of once per pass. */
 enum { RQ_FOLD = 0, RQ_POST = 1, RQ_REF = 2, RQ_CONST = 3 }; /* RQ_CONST: an all-zero filter row, output `post` */
 typedef struct {
     int32_t bias;
-    uint32_t k_lo;
-    int32_t k_hi, m, sh, post, mode;
+    int32_t m;
+    int32_t k_hi;
+    int8_t sh; /* RQ_FOLD / RQ_POST: the right shift e - 1; RQ_REF: TFLite's shift */
+    int8_t mode;
+    /* 1: mdt_pass6_run takes the channel (RQ_FOLD with a right shift of 2..23, the layer's full int8
+     * range, and a sum that cannot reach 2^30, so that doubling it for SMMLAR cannot overflow) */
+    int8_t fast;
+    int8_t post; /* RQ_POST: the output offset added after the shift; RQ_CONST: the output */
 } chan_t;
+
+/* mdt_pass6_run reads chan_t at fixed offsets (C99: a negative array size fails the build) */
+typedef char chan_t_layout_check[(offsetof(chan_t, bias) == 0 && offsetof(chan_t, m) == 4 &&
+                                  offsetof(chan_t, k_hi) == 8 && offsetof(chan_t, sh) == 12 &&
+                                  offsetof(chan_t, mode) == 13 && offsetof(chan_t, fast) == 14 &&
+                                  offsetof(chan_t, post) == 15 && sizeof(chan_t) == 16)
+                                     ? 1
+                                     : -1];
+
+/* the low word of the folded form's 64-bit constant: 2^30, + 2^31 for a right shift of 1 */
+static inline uint32_t chan_klo(const chan_t *t)
+{
+    return t->sh == 0 ? 0xC0000000u : 0x40000000u;
+}
+
+static inline int64_t chan_k(const chan_t *t)
+{
+    return (int64_t)(((uint64_t)(uint32_t)t->k_hi << 32) | chan_klo(t));
+}
 
 /* Out of line: row-wise execution calls the conv once per output row, so this runs per row; inlined,
  * it costs mdt_conv2d_dsp registers and measured slower (KWS 7,348,120 -> 7,320,720 instr). */
-static __attribute__((noinline)) void chan_table(chan_t *t, const mdt_conv_params *p, int32_t oc0, int32_t n)
+static __attribute__((noinline)) void chan_table_fill(chan_t *t, const mdt_conv_params *p, int32_t oc0, int32_t n)
 {
     int32_t i;
     for (i = 0; i < n; ++i) {
         const int32_t oc = oc0 + i, mult = p->multiplier[oc], shift = p->shift[oc];
         const mdt_rqf r = mdt_rqf_make(mult, shift, p->output_offset);
         t[i].bias = p->bias ? p->bias[oc] : 0;
-        t[i].k_lo = r.k_lo;
         t[i].k_hi = r.k_hi;
         t[i].m = r.m;
-        t[i].sh = r.sh;
-        t[i].post = r.post;
-        t[i].mode = !mdt_rqf_ok(mult, shift) ? RQ_REF : (r.post != 0 ? RQ_POST : RQ_FOLD);
+        t[i].sh = (int8_t)r.sh;
+        t[i].post = (int8_t)r.post;
+        t[i].mode = (int8_t)(!mdt_rqf_ok(mult, shift) ? RQ_REF : (r.post != 0 ? RQ_POST : RQ_FOLD));
         if (t[i].mode == RQ_REF) {
-            t[i].sh = shift; /* the reference takes the multiplier and the TFLite shift */
+            t[i].sh = (int8_t)shift; /* the reference takes the multiplier and the TFLite shift */
         }
+        /* |sum| <= |bias| + depth * 255 * 128 must stay below 2^30 (depth <= MDT_DSP_MAX_K) */
+        t[i].fast = t[i].mode == RQ_FOLD && r.k_lo == 0x40000000u && p->act_min == -128 && p->act_max == 127 &&
+                    t[i].bias < (1 << 29) && t[i].bias > -(1 << 29) &&
+                    !((p->k_h * p->k_w * p->in_c) % 4 != 0 && oc == p->out_c - 1);
         if (p->zero_rows != NULL && p->zero_rows[oc]) {
             /* the sum is the bias at every pixel: one output value for the whole channel */
+            t[i].fast = 0;
             t[i].mode = RQ_CONST;
-            t[i].post = mdt_clamp(mdt_mbqm(t[i].bias, mult, shift) + p->output_offset, p->act_min, p->act_max);
+            t[i].post = (int8_t)mdt_clamp(mdt_mbqm(t[i].bias, mult, shift) + p->output_offset, p->act_min, p->act_max);
         }
     }
+}
+
+/* The last chunk's table, kept between calls: a layer run row by row (mdt_conv2d_rows) calls the
+ * kernel once per output row with the same constants, and rebuilding the table every row cost up to
+ * 8 % of a model (KWS). Keyed by the layer's multiplier array (each layer has its own, in flash) and
+ * the chunk; static, so the kernels are not reentrant (the firmware runs one inference at a time). */
+static chan_t chunk_table[CHUNK_OC];
+static const int32_t *chunk_key;
+static int32_t chunk_oc0 = -1, chunk_n;
+
+static const chan_t *chan_table(const mdt_conv_params *p, int32_t oc0, int32_t n)
+{
+    if (chunk_key != p->multiplier || chunk_oc0 != oc0 || chunk_n != n) {
+        chan_table_fill(chunk_table, p, oc0, n);
+        chunk_key = p->multiplier;
+        chunk_oc0 = oc0;
+        chunk_n = n;
+    }
+    return chunk_table;
 }
 
 /* One pass: npix (1..PIX) pixels x the n output channels from oc0, with the `core` of 6, 4, 3, 2 or
@@ -402,13 +450,13 @@ static inline __attribute__((always_inline)) void conv_pass_f(const uint32_t *co
             }
         }
         if (t->mode == RQ_FOLD) {
-            const int64_t k = (int64_t)(((uint64_t)(uint32_t)t->k_hi << 32) | t->k_lo);
+            const int64_t k = chan_k(t);
             for (i = 0; i < npix; ++i) {
                 out[i * out_c] = (int8_t)mdt_rqf_clamp(mdt_rqf_apply(k, t->m, t->sh, a[i]), full, lo, hi);
             }
         } else if (t->mode == RQ_POST) {
             /* right shifts of 24..31: the offset after the shift */
-            const int64_t k = (int64_t)(((uint64_t)(uint32_t)t->k_hi << 32) | t->k_lo);
+            const int64_t k = chan_k(t);
             for (i = 0; i < npix; ++i) {
                 out[i * out_c] = (int8_t)mdt_rqf_clamp(mdt_rqf_apply(k, t->m, t->sh, a[i]) + t->post, full, lo, hi);
             }
@@ -423,6 +471,206 @@ static inline __attribute__((always_inline)) void conv_pass_f(const uint32_t *co
     }
 }
 
+/* The 6-pixel pass over a run of channels, as one assembly function: gcc cannot keep the loop's state
+ * in registers around the 13-register MAC core, and spilled ~35 instructions per channel. Channels
+ * with `fast` run the MAC core (two groups per iteration, an odd group first) and a requantisation
+ * in 6-7 instructions per output: with s the sum, e the right shift and K = 2^(e-1) + zp 2^e,
+ * SMMLAR(2s, m, K + [s<0]) >> e, saturated to int8, equals TFLite's double-rounding
+ * MultiplyByQuantizedMultiplier(s, m, -e) + zp (the same single floor of
+ * (2 s m + 2^31 + 2^(31+e) - [s<0] 2^32) / 2^(32+e) as mdt_dsp_rq.h, with 2s < 2^31 guaranteed by
+ * chan_table); RQ_CONST channels store their constant. The depth must be a multiple of 4 (the
+ * weight pointer runs on from one channel's row into the next). Returns how many channels it did:
+ * it stops at the first channel that is neither.
+ * r0 cols, r1 w, r2 t, r3 n, [sp] out, [sp+4] out_c, [sp+8] ng, [sp+12] depth (+48 once pushed). */
+int32_t mdt_pass6_run(const uint32_t *cols, const int8_t *w, const chan_t *t, int32_t n, int8_t *out, int32_t out_c,
+                      int32_t ng, int32_t depth);
+__asm__(
+    ".pushsection .text.mdt_pass6_run, \"ax\", %progbits\n"
+    ".syntax unified\n"
+    ".thumb\n"
+    ".align 2\n"
+    ".global mdt_pass6_run\n"
+    ".type mdt_pass6_run, %function\n"
+    ".thumb_func\n"
+    "mdt_pass6_run:\n"
+    "push {r4-r11, lr}\n"
+    "sub sp, sp, #12\n"
+    "str r0, [sp, #0]\n"
+    "str r3, [sp, #4]\n"
+    "str r3, [sp, #8]\n"
+    "mov lr, r2\n"
+    ".Lp6_chan:\n"
+    "ldrb r12, [lr, #13]\n"
+    "cmp r12, #3\n"
+    "beq .Lp6_const\n"
+    "ldrb r12, [lr, #14]\n"
+    "cmp r12, #0\n"
+    "beq .Lp6_done\n"
+    "ldr r4, [lr, #0]\n"
+    "mov r5, r4\n"
+    "mov r6, r4\n"
+    "mov r7, r4\n"
+    "mov r8, r4\n"
+    "mov r9, r4\n"
+    "ldr r0, [sp, #0]\n"
+    "ldr r2, [sp, #56]\n"
+    "tst r2, #1\n"
+    "beq 2f\n"
+    "ldr r10, [r1], #4\n"
+    "sxtb16 r3, r10\n"
+    "sxtb16 r10, r10, ror #8\n"
+    "ldrd r11, r12, [r0, #8]\n"
+    "smlad r5, r3, r11, r5\n"
+    "smlad r5, r10, r12, r5\n"
+    "ldrd r11, r12, [r0, #16]\n"
+    "smlad r6, r3, r11, r6\n"
+    "smlad r6, r10, r12, r6\n"
+    "ldrd r11, r12, [r0, #24]\n"
+    "smlad r7, r3, r11, r7\n"
+    "smlad r7, r10, r12, r7\n"
+    "ldrd r11, r12, [r0, #32]\n"
+    "smlad r8, r3, r11, r8\n"
+    "smlad r8, r10, r12, r8\n"
+    "ldrd r11, r12, [r0, #40]\n"
+    "smlad r9, r3, r11, r9\n"
+    "smlad r9, r10, r12, r9\n"
+    "ldrd r11, r12, [r0], #48\n"
+    "smlad r4, r3, r11, r4\n"
+    "smlad r4, r10, r12, r4\n"
+    "2:\n"
+    "lsrs r2, r2, #1\n"
+    "beq 3f\n"
+    "1:\n"
+    "ldr r10, [r1], #4\n"
+    "sxtb16 r3, r10\n"
+    "sxtb16 r10, r10, ror #8\n"
+    "ldrd r11, r12, [r0, #8]\n"
+    "smlad r5, r3, r11, r5\n"
+    "smlad r5, r10, r12, r5\n"
+    "ldrd r11, r12, [r0, #16]\n"
+    "smlad r6, r3, r11, r6\n"
+    "smlad r6, r10, r12, r6\n"
+    "ldrd r11, r12, [r0, #24]\n"
+    "smlad r7, r3, r11, r7\n"
+    "smlad r7, r10, r12, r7\n"
+    "ldrd r11, r12, [r0, #32]\n"
+    "smlad r8, r3, r11, r8\n"
+    "smlad r8, r10, r12, r8\n"
+    "ldrd r11, r12, [r0, #40]\n"
+    "smlad r9, r3, r11, r9\n"
+    "smlad r9, r10, r12, r9\n"
+    "ldrd r11, r12, [r0], #48\n"
+    "smlad r4, r3, r11, r4\n"
+    "smlad r4, r10, r12, r4\n"
+    "ldr r10, [r1], #4\n"
+    "sxtb16 r3, r10\n"
+    "sxtb16 r10, r10, ror #8\n"
+    "ldrd r11, r12, [r0, #8]\n"
+    "smlad r5, r3, r11, r5\n"
+    "smlad r5, r10, r12, r5\n"
+    "ldrd r11, r12, [r0, #16]\n"
+    "smlad r6, r3, r11, r6\n"
+    "smlad r6, r10, r12, r6\n"
+    "ldrd r11, r12, [r0, #24]\n"
+    "smlad r7, r3, r11, r7\n"
+    "smlad r7, r10, r12, r7\n"
+    "ldrd r11, r12, [r0, #32]\n"
+    "smlad r8, r3, r11, r8\n"
+    "smlad r8, r10, r12, r8\n"
+    "ldrd r11, r12, [r0, #40]\n"
+    "smlad r9, r3, r11, r9\n"
+    "smlad r9, r10, r12, r9\n"
+    "ldrd r11, r12, [r0], #48\n"
+    "smlad r4, r3, r11, r4\n"
+    "smlad r4, r10, r12, r4\n"
+    "subs r2, r2, #1\n"
+    "bne 1b\n"
+    "3:\n"
+    "ldr r0, [sp, #48]\n"
+    "ldr r2, [sp, #52]\n"
+    "ldr r3, [lr, #8]\n"
+    "lsl r3, r3, #1\n"
+    "ldr r10, [lr, #4]\n"
+    "ldrsb r11, [lr, #12]\n"
+    "add r11, r11, #1\n"
+    "add r12, r3, r4, asr #31\n"
+    "add r4, r4, r4\n"
+    "smmlar r12, r4, r10, r12\n"
+    "asr r12, r12, r11\n"
+    "ssat r12, #8, r12\n"
+    "strb r12, [r0]\n"
+    "add r0, r0, r2\n"
+    "add r12, r3, r5, asr #31\n"
+    "add r5, r5, r5\n"
+    "smmlar r12, r5, r10, r12\n"
+    "asr r12, r12, r11\n"
+    "ssat r12, #8, r12\n"
+    "strb r12, [r0]\n"
+    "add r0, r0, r2\n"
+    "add r12, r3, r6, asr #31\n"
+    "add r6, r6, r6\n"
+    "smmlar r12, r6, r10, r12\n"
+    "asr r12, r12, r11\n"
+    "ssat r12, #8, r12\n"
+    "strb r12, [r0]\n"
+    "add r0, r0, r2\n"
+    "add r12, r3, r7, asr #31\n"
+    "add r7, r7, r7\n"
+    "smmlar r12, r7, r10, r12\n"
+    "asr r12, r12, r11\n"
+    "ssat r12, #8, r12\n"
+    "strb r12, [r0]\n"
+    "add r0, r0, r2\n"
+    "add r12, r3, r8, asr #31\n"
+    "add r8, r8, r8\n"
+    "smmlar r12, r8, r10, r12\n"
+    "asr r12, r12, r11\n"
+    "ssat r12, #8, r12\n"
+    "strb r12, [r0]\n"
+    "add r0, r0, r2\n"
+    "add r12, r3, r9, asr #31\n"
+    "add r9, r9, r9\n"
+    "smmlar r12, r9, r10, r12\n"
+    "asr r12, r12, r11\n"
+    "ssat r12, #8, r12\n"
+    "strb r12, [r0]\n"
+    ".Lp6_next:\n"
+    "ldr r0, [sp, #48]\n"
+    "add r0, r0, #1\n"
+    "str r0, [sp, #48]\n"
+    "add lr, lr, #16\n"
+    "ldr r0, [sp, #4]\n"
+    "subs r0, r0, #1\n"
+    "str r0, [sp, #4]\n"
+    "bne .Lp6_chan\n"
+    ".Lp6_done:\n"
+    "ldr r0, [sp, #4]\n"
+    "ldr r1, [sp, #8]\n"
+    "sub r0, r1, r0\n"
+    "add sp, sp, #12\n"
+    "pop {r4-r11, pc}\n"
+    ".Lp6_const:\n"
+    "ldrsb r12, [lr, #15]\n"
+    "ldr r0, [sp, #48]\n"
+    "ldr r2, [sp, #52]\n"
+    "strb r12, [r0]\n"
+    "add r0, r0, r2\n"
+    "strb r12, [r0]\n"
+    "add r0, r0, r2\n"
+    "strb r12, [r0]\n"
+    "add r0, r0, r2\n"
+    "strb r12, [r0]\n"
+    "add r0, r0, r2\n"
+    "strb r12, [r0]\n"
+    "add r0, r0, r2\n"
+    "strb r12, [r0]\n"
+    "ldr r0, [sp, #60]\n"
+    "add r1, r1, r0\n"
+    "b .Lp6_next\n"
+    ".size mdt_pass6_run, .-mdt_pass6_run\n"
+    ".popsection\n"
+);
+
 /* The common pass: 6 pixels of one channel in the folded form (mode RQ_FOLD or RQ_POST) and no depth
  * tail. The sums stay in registers and the constants in locals (an int8 store may alias anything, so
  * fields read through `t` would be reloaded after every store). */
@@ -431,7 +679,7 @@ static inline __attribute__((always_inline)) void chan6(const uint32_t *cols, co
                                                         int32_t lo, int32_t hi)
 {
     int32_t a[PIX];
-    const int64_t k = (int64_t)(((uint64_t)(uint32_t)t->k_hi << 32) | t->k_lo);
+    const int64_t k = chan_k(t);
     const int32_t m = t->m, sh = t->sh, post = t->post;
     a[0] = a[1] = a[2] = a[3] = a[4] = a[5] = t->bias;
     mac6(cols, w, ng, a);
@@ -469,7 +717,7 @@ static inline __attribute__((always_inline)) void rq6(int32_t a0, int32_t a1, in
     const chan_t *tp = t;
     __asm__ volatile("ldr %[khi], [%[tp], %[o_khi]]\n\t"
                      "ldr %[m], [%[tp], %[o_m]]\n\t"
-                     "ldr %[sh], [%[tp], %[o_sh]]\n\t" RQ6_ONE(a0) RQ6_ONE(a1) RQ6_ONE(a2) RQ6_ONE(a3) RQ6_ONE(a4)
+                     "ldrsb %[sh], [%[tp], %[o_sh]]\n\t" RQ6_ONE(a0) RQ6_ONE(a1) RQ6_ONE(a2) RQ6_ONE(a3) RQ6_ONE(a4)
                          RQ6_ONE(a5)
                      : [tp] "+r"(tp), [out] "+r"(out), [khi] "=&r"(khi), [m] "=&r"(m), [sh] "=&r"(sh), [t1] "=&r"(t1)
                      : [a0] "r"(a0), [a1] "r"(a1), [a2] "r"(a2), [a3] "r"(a3), [a4] "r"(a4), [a5] "r"(a5),
@@ -499,6 +747,14 @@ static inline __attribute__((always_inline)) void pass6_f(const uint32_t *cols, 
     const int8_t *w = p->filter + oc0 * depth;
     int32_t i;
     for (i = 0; i < n; ++i) {
+        if (full && depth % 4 == 0 && (t[i].fast || t[i].mode == RQ_CONST)) {
+            const int32_t done = mdt_pass6_run(cols, w, &t[i], n - i, out + oc0 + i, out_c, ng_all, depth);
+            i += done;
+            w += done * depth;
+            if (i == n) {
+                break;
+            }
+        }
         if (t[i].mode == RQ_CONST) {
             int8_t *o = out + oc0 + i;
             const int8_t v = (int8_t)t[i].post;
@@ -510,7 +766,7 @@ static inline __attribute__((always_inline)) void pass6_f(const uint32_t *cols, 
             o[5 * out_c] = v;
         } else if (tail_last && i == n - 1) {
             conv_pass_f(cols, tail, depth, PIX, 6, full, p, &t[i], oc0 + i, 1, out);
-        } else if (full && t[i].mode == RQ_FOLD && t[i].k_lo == 0x40000000u) {
+        } else if (full && t[i].mode == RQ_FOLD && chan_klo(&t[i]) == 0x40000000u) {
             chan6_fast(cols, w, ng_all, &t[i], out + oc0 + i, out_c);
         } else if (t[i].mode != RQ_REF) {
             chan6(cols, w, ng_all, &t[i], out + oc0 + i, out_c, full, lo, hi);
@@ -532,6 +788,23 @@ static __attribute__((noinline)) void conv_pass(const uint32_t *cols, const int1
                                                 int32_t oc0, int32_t n, int8_t *out)
 {
     const int32_t core = core_for(npix);
+    if (npix < PIX && depth % 4 == 0 && p->act_min == -128 && p->act_max == 127 && n <= CHUNK_OC) {
+        /* a short pass (a row narrower than 6 pixels, the last pass): the 6-pixel assembly into a
+         * buffer (the scratch's spare slots repeat the last pixel), then the real pixels copied out */
+        int8_t buf[PIX * CHUNK_OC];
+        int32_t i, q;
+        for (i = 0; i < n && (t[i].fast || t[i].mode == RQ_CONST); ++i) {
+        }
+        if (i == n && mdt_pass6_run(cols, p->filter + oc0 * depth, t, n, buf, n, (depth + 3) / 4, depth) == n) {
+            for (q = 0; q < npix; ++q) {
+                int8_t *dst = out + q * p->out_c + oc0;
+                for (i = 0; i < n; ++i) {
+                    dst[i] = buf[q * n + i];
+                }
+            }
+            return;
+        }
+    }
     if (npix == PIX) {
         if (p->act_min == -128 && p->act_max == 127) {
             pass6_f(cols, tail, depth, p, t, oc0, n, out, 1);
@@ -652,7 +925,7 @@ static void gather_words(uint32_t *cols, int32_t slot, const int8_t *in_b, int32
  * k_w * in_c halfwords copied by words; the weights are widened once per call into natural int16
  * pairs, both zero-padded to whole groups of 4, so there is no depth tail. */
 #define NAT_ROW_HALF 1536 /* halfwords of widened input rows (3 KB of stack) */
-#define NAT_W_HALF 1536   /* halfwords of widened weights (3 KB) */
+#define NAT_W_HALF 2560   /* halfwords of widened weights (5 KB, static: see nat_wbuf) */
 #define NAT_MAX_G 24      /* groups of 4 depth elements (depth <= 96) */
 #define NAT_SLOT_HALF 96  /* a pixel's patch in the scratch: NAT_MAX_G groups (1.2 KB for PIX) */
 #define NAT_MAX_KH 16     /* kernel rows */
@@ -716,10 +989,10 @@ static void pass_nat(const int16_t *cols, const int16_t *wbuf, int32_t ng, int32
         }
         a[0] = a[1] = a[2] = a[3] = a[4] = a[5] = t->bias;
         mac6n(cols, wbuf, ng, a);
-        if (npix == PIX && full && t->mode == RQ_FOLD && t->k_lo == 0x40000000u) {
+        if (npix == PIX && full && t->mode == RQ_FOLD && chan_klo(t) == 0x40000000u) {
             rq6(a[0], a[1], a[2], a[3], a[4], a[5], t, out, out_c);
         } else if (t->mode != RQ_REF) {
-            const int64_t k = (int64_t)(((uint64_t)(uint32_t)t->k_hi << 32) | t->k_lo);
+            const int64_t k = chan_k(t);
             for (j = 0; j < npix; ++j) {
                 out[j * out_c] = (int8_t)mdt_clamp(mdt_rqf_apply(k, t->m, t->sh, a[j]) + t->post, lo, hi);
             }
@@ -751,14 +1024,18 @@ static inline void nat_gather(int16_t *slot, const int16_t *const *rows, int32_t
     }
 }
 
+/* The widened weights of the last chunk, kept between calls like chunk_table (row-wise layers call
+ * once per output row); word aligned for LDRD. */
+static int16_t nat_wbuf[NAT_W_HALF] __attribute__((aligned(4)));
+static const int8_t *nat_w_key;
+static int32_t nat_w_oc0 = -1, nat_w_n;
+
 /* Two ways to hold the widened input: the whole image when it fits in the buffer (widened once per
  * call, passes run across output rows), else the k_h rows of one output row (widened per row). */
 static int conv_nat(const mdt_conv_params *p, const int8_t *input, int8_t *output)
 {
     int16_t buf[NAT_ROW_HALF];
-    int16_t wbuf[NAT_W_HALF] __attribute__((aligned(4))); /* LDRD reads these two */
-    int16_t cols[PIX * NAT_SLOT_HALF] __attribute__((aligned(4)));
-    chan_t table[CHUNK_OC];
+    int16_t cols[PIX * NAT_SLOT_HALF] __attribute__((aligned(4))); /* LDRD reads it */
     const int16_t *rows[NAT_MAX_KH];
     const int32_t in_c = p->in_c, seg = p->k_w * in_c, depth = p->k_h * seg, ng = (depth + 3) / 4;
     /* columns of a widened row: the left padding, the image, and whatever the last window reads past it */
@@ -789,11 +1066,16 @@ static int conv_nat(const mdt_conv_params *p, const int8_t *input, int8_t *outpu
         for (oc0 = 0; oc0 < p->out_c; oc0 += per_chunk) {
             const int32_t n = p->out_c - oc0 < per_chunk ? p->out_c - oc0 : per_chunk;
             int32_t i, pix;
-            chan_table(table, p, oc0, n);
-            for (i = 0; i < n; ++i) {
-                int16_t *wr = wbuf + i * 4 * ng;
-                widen_nat(wr, p->filter + (oc0 + i) * depth, depth, 0, 0);
-                zero_half(wr + depth, 4 * ng - depth);
+            const chan_t *const table = chan_table(p, oc0, n);
+            if (nat_w_key != p->filter || nat_w_oc0 != oc0 || nat_w_n != n) {
+                for (i = 0; i < n; ++i) {
+                    int16_t *wr = nat_wbuf + i * 4 * ng;
+                    widen_nat(wr, p->filter + (oc0 + i) * depth, depth, 0, 0);
+                    zero_half(wr + depth, 4 * ng - depth);
+                }
+                nat_w_key = p->filter;
+                nat_w_oc0 = oc0;
+                nat_w_n = n;
             }
             for (pix = 0; pix < npix_total;) {
                 /* a pass: up to PIX pixels, within one output row unless the whole image is held */
@@ -825,7 +1107,7 @@ static int conv_nat(const mdt_conv_params *p, const int8_t *input, int8_t *outpu
                         qy++;
                     }
                 }
-                pass_nat(cols, wbuf, ng, npix, p, table, n, out_b + pix * p->out_c + oc0);
+                pass_nat(cols, nat_wbuf, ng, npix, p, table, n, out_b + pix * p->out_c + oc0);
                 pix += npix;
             }
         }
@@ -836,7 +1118,6 @@ static int conv_nat(const mdt_conv_params *p, const int8_t *input, int8_t *outpu
 int mdt_conv2d_dsp(const mdt_conv_params *p, const int8_t *input, int8_t *output)
 {
     uint32_t cols[2 * PIX * (MDT_DSP_MAX_K / 4 + 1)];
-    chan_t table[CHUNK_OC];
     int16_t tail[PIX][4] = {{0}};
     const int32_t depth = p->k_h * p->k_w * p->in_c;
     const int32_t off2 = (int32_t)(((uint32_t)(uint16_t)p->input_offset << 16) | (uint16_t)p->input_offset);
@@ -853,15 +1134,15 @@ int mdt_conv2d_dsp(const mdt_conv_params *p, const int8_t *input, int8_t *output
      * next to the chunk's MACs) */
     for (oc0 = 0; oc0 < p->out_c; oc0 += CHUNK_OC) {
         const int32_t n = p->out_c - oc0 < CHUNK_OC ? p->out_c - oc0 : CHUNK_OC;
-        chan_table(table, p, oc0, n);
+        const chan_t *const table = chan_table(p, oc0, n);
         for (b = 0; b < p->batches; ++b) {
             const int8_t *in_b = input + b * p->in_h * p->in_w * p->in_c;
             int8_t *out_b = output + b * npix_total * p->out_c;
             int32_t pix;
             for (pix = 0; pix < npix_total; pix += PIX) {
                 const int32_t npix = npix_total - pix < PIX ? npix_total - pix : PIX;
-                /* the slots the pass's core reads */
-                const int32_t nslots = core_for(npix);
+                /* every slot: the short-pass assembly reads all six */
+                const int32_t nslots = PIX;
                 int32_t s;
                 for (s = 0; s < nslots; ++s) {
                     /* missing pixels of the last pass repeat the last one; their outputs are not stored */

@@ -19,8 +19,10 @@
 
 /* Largest im2col depth (k_h * k_w * in_c) and FC input depth the stack scratch holds. Stack use of
  * the fast paths at the defaults (each its own frame, never nested): conv 6 pixels x 161 groups x 8
- * bytes of widened im2col + a 64-channel constant table = 9.6 KB; small-depth conv 2.3 KB;
- * depthwise 8 KB of transposed rows + 0.5 KB of sums; ADD 2 KB of tables; FC 1.3 KB. */
+ * bytes of widened im2col + a 768-byte short-pass buffer = 8.5 KB; conv over few input channels 4.3 KB
+ * of widened rows and patches; small-depth conv 2.3 KB; depthwise 8 KB of transposed rows + 0.5 KB
+ * of sums; ADD 2 KB of tables; FC 1.3 KB. Static (kept between the calls of a layer run row by
+ * row): the conv's 128-channel constant table, 2 KB, and 5 KB of widened few-channel weights. */
 #ifndef MDT_DSP_MAX_K
 #define MDT_DSP_MAX_K 640
 #endif
