@@ -73,6 +73,10 @@ FAST_CASES["fast_conv_mixed_scales"] = (mixed_scales, (4, 5, 8, 6))
 # few input channels (conv_nat: rows widened once per output row, natural int16 pairs): in_c 1 with a
 # 5x5 window at stride 2 (depth 25), in_c 2 VALID with 7 output columns (a pass of 6 and one of 1), in_c
 # 3 narrower than a pass, in_c 6 SAME at stride 1, and in_c 3 dilated (left to the byte im2col)
+# the assembly passes: 28 pixels of a 1x1 over 20 channels end with a pass of 4 (mdt_pass4_run in
+# place), 3x3 maps with one of 3 (the 4-pixel pass into a buffer)
+FAST_CASES["fast_pass4_rem4"] = (conv, (4, 7, 20, 24, 1, 1, "SAME", 1, "relu6"))
+FAST_CASES["fast_pass4_3x3map"] = (conv, (3, 3, 32, 40, 1, 1, "SAME", 1, "none"))
 FAST_CASES["fast_nat_c1_k5_s2"] = (conv, (12, 11, 1, 16, 5, 2, "SAME", 1, "relu"))
 FAST_CASES["fast_nat_c2_valid_w7"] = (conv, (6, 9, 2, 10, 3, 1, "VALID", 1, "relu6"))
 FAST_CASES["fast_nat_c3_narrow"] = (conv, (5, 4, 3, 9, 3, 1, "SAME", 1, "none"))
