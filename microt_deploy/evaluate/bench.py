@@ -26,6 +26,7 @@ from microt_deploy.boards import load_board
 from microt_deploy.compiler import GraphSpec, compile_program
 from microt_deploy.errors import MicrotError
 from microt_deploy.evaluate.bench_image import BenchRun, render_bench, run_bench_image
+from microt_deploy.evaluate.dense import densify
 
 # The reference models and TFLM's measured figures travel with the repository (bench/README).
 BENCH_DIR = Path(__file__).resolve().parents[2] / "bench"
@@ -181,6 +182,13 @@ def run_bench(paths: list[Path] | None, json_path: Path | None, console: Console
         for i, model in enumerate(models):
             console.print(f"[dim]bench {i + 1}/{len(models)}: {model.name} (compile, build, run in QEMU)[/dim]")
             results.append(bench_model(model, Path(tmp) / f"m{i}", anchors))
+            twin = Path(tmp) / f"{model.stem}_dense.tflite"
+            if results[-1]["live_macs"] < results[-1]["macs"] and densify(model, twin):
+                # its instructions per MAC mix kernel speed with skipped zero rows: measure the kernels
+                # alone on the same shapes too
+                console.print(f"[dim]bench {i + 1}/{len(models)}: {twin.name} (its all-zero filter rows "
+                              "filled: the kernels without the skip)[/dim]")
+                results.append({**bench_model(twin, Path(tmp) / f"m{i}d", anchors), "dense_twin_of": model.name})
     console.print(summary_table(results))
     bad = [r["model"] for r in results if not (r["bit_exact"] and r["bit_exact_naive"])]
     if bad:
