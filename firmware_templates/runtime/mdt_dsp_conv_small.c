@@ -38,13 +38,14 @@
 
 /* Output channels per table (one table per block of channels, rebuilt every call: in-place layers
  * call once per output row) and pixels per gathered chunk. Stack: the table 13 x 32 + 4 words
- * (1.7 KB) + the chunk 32 x 16 bytes (0.5 KB) + 64 bytes of assembly frame = 2.3 KB. */
+ * (1.7 KB) + the chunk 16 x 16 bytes + the callees' frames (table builder 148 bytes, loop 64):
+ * 2.3 KB in all (gcc -fstack-usage at -O2: 8 + 2152 + 148 bytes). */
 #define SMALL_CB 32
-#define SMALL_PIX 32
+#define SMALL_PIX 16
 #define SMALL_TBL (13 * SMALL_CB + 4)
 
-/* What the assembly loop reads, copied whole to its frame. `in` walks pixels of 8 (depth <= 8) or 16 bytes (the im2col row, padded
- * with -input_offset, which widens to 0). */
+/* What the assembly loop reads, copied whole to its frame. `in` walks pixels of 8 (depth <= 8) or 16
+ * bytes (the im2col row, padded with -input_offset, which widens to 0). */
 typedef struct {
     const int8_t *in;
     const uint32_t *tbl;
@@ -374,12 +375,18 @@ __asm__(
     "\t.purgem mdt_small_sums16\n"
     "\t.popsection\n");
 
-enum { B_FULL, B_POST, B_SKIP, B_END, B_END_SKIP };
+enum { B_FULL, B_POST, B_SKIP, B_END, B_END_SKIP, B_N };
 
-static uint32_t code_addr(void (*f)(void))
-{
-    return (uint32_t)(uintptr_t)f; /* a Thumb symbol: bit 0 set, as LDM into PC needs */
-}
+/* [wide][full activation range]: the bodies of B_FULL .. B_END_SKIP */
+static void (*const bodies[2][2][B_N])(void) = {
+    {{mdt_small_k8_clamp, mdt_small_k8_clamp, mdt_small_k8_skip, mdt_small_k8_end, mdt_small_k8_end_skip},
+     {mdt_small_k8_full, mdt_small_k8_post, mdt_small_k8_skip, mdt_small_k8_end, mdt_small_k8_end_skip}},
+    {{mdt_small_k16_clamp, mdt_small_k16_clamp, mdt_small_k16_skip, mdt_small_k16_end, mdt_small_k16_end_skip},
+     {mdt_small_k16_full, mdt_small_k16_post, mdt_small_k16_skip, mdt_small_k16_end, mdt_small_k16_end_skip}},
+};
+
+/* a Thumb symbol's address: bit 0 set, as LDM into PC needs */
+#define ADDR(f) ((uint32_t)(uintptr_t)(f))
 
 /* One group of 4 weight bytes as the two doubled halfword words the loop multiplies with the
  * widened inputs (bytes 0 and 2, then 1 and 3). */
@@ -395,7 +402,7 @@ static inline __attribute__((always_inline)) void wpair(int32_t v, uint32_t *w)
  * (or CLAMP), SKIP, END and END_SKIP addresses. Rebuilt every call (in-place layers call once per
  * output row): depth 8 and 16 with the common channels take the assembly builders, the rest this C. */
 static __attribute__((noinline)) int build_table(uint32_t *t, const mdt_conv_params *p, int32_t depth, int wide,
-                                                 int32_t oc0, int32_t n, const uint32_t *body)
+                                                 int32_t oc0, int32_t n, void (*const *body)(void))
 {
     const int32_t S = wide ? 13 : 9; /* words per entry */
     uint32_t *const end = t + n * S;
@@ -405,9 +412,9 @@ static __attribute__((noinline)) int build_table(uint32_t *t, const mdt_conv_par
     int32_t oc;
     /* the entry after the last channel: out_skip (the rest of its data words unread), its PC word */
     end[0] = (uint32_t)(p->out_c - n);
-    end[wide ? 3 : 8] = body[n == p->out_c ? B_END : B_END_SKIP];
+    end[wide ? 3 : 8] = ADDR(body[n == p->out_c ? B_END : B_END_SKIP]);
     if (p->bias && (depth == 8 || depth == 16)) {
-        const tbl_src src = {f, p->multiplier + oc0, p->shift + oc0, p->bias + oc0, off, body[B_FULL]};
+        const tbl_src src = {f, p->multiplier + oc0, p->shift + oc0, p->bias + oc0, off, ADDR(body[B_FULL])};
         if ((depth == 8 ? mdt_small_tbl8 : mdt_small_tbl16)(t, end, &src) == 0) {
             return 0;
         }
@@ -421,16 +428,16 @@ static __attribute__((noinline)) int build_table(uint32_t *t, const mdt_conv_par
         if (e <= 23) {
             r = (1u << ((e - 1) & 31)) + (off << e);
             sh = e;
-            pc = body[B_FULL];
+            pc = ADDR(body[B_FULL]);
         } else {
             r = 1u << ((e - 1) & 31);
             sh = e | (off << 8);
-            pc = body[B_POST];
+            pc = ADDR(body[B_POST]);
         }
         /* m < 0, a shift outside -31..-1 (unless m == 0), or |bias| > 2^28 (the doubled
          * accumulator could pass 2^30): left to the reference */
         if (m < 0 || e - 1u >= 31u || b + (1u << 28) > (1u << 29)) {
-            pc = body[B_SKIP];
+            pc = ADDR(body[B_SKIP]);
             bad = 1;
         }
         for (g = 0; g < 4; ++g) {
@@ -507,38 +514,22 @@ static void ref_channel(const mdt_conv_params *p, const int8_t *in_b, int32_t oc
     }
 }
 
-int mdt_conv2d_small_dsp(const mdt_conv_params *p, const int8_t *input, int8_t *output)
+/* The layer once the depth is known to fit (the frame with the table is only set up here). */
+static __attribute__((noinline)) void small_conv(const mdt_conv_params *p, const int8_t *input, int8_t *output,
+                                                 int32_t depth)
 {
     uint32_t tbl[SMALL_TBL];
     int8_t chunk[SMALL_PIX * 16] __attribute__((aligned(4)));
-    uint32_t body[5];
-    const int32_t depth = p->k_h * p->k_w * p->in_c;
     const int wide = depth > 8;
     const int32_t nb = wide ? 16 : 8; /* bytes per pixel the loop reads */
+    const int32_t S = wide ? 13 : 9;  /* words per table entry */
     const int32_t npix_total = p->out_h * p->out_w, out_c = p->out_c;
-    const int full = p->act_min == -128 && p->act_max == 127;
-    const int stream = p->k_h == 1 && p->k_w == 1 && p->stride_h == 1 && p->stride_w == 1 && p->pad_h == 0 &&
-                       p->pad_w == 0 && p->in_h == p->out_h && p->in_w == p->out_w && p->in_c == nb;
+    void (*const *const body)(void) = bodies[wide][p->act_min == -128 && p->act_max == 127];
     void (*const run)(const small_job *) = wide ? mdt_small_k16 : mdt_small_k8;
+    const int stream = p->in_c == nb && p->k_h == 1 && p->k_w == 1 && p->stride_h == 1 && p->stride_w == 1 &&
+                       p->pad_h == 0 && p->pad_w == 0 && p->in_h == p->out_h && p->in_w == p->out_w;
     small_job job;
     int32_t oc0, b;
-    if (depth > 16 || depth < 1 || p->input_offset < -127 || p->input_offset > 128 || p->output_offset < -128 ||
-        p->output_offset > 128) {
-        return 0;
-    }
-    if (wide) {
-        body[B_FULL] = code_addr(full ? mdt_small_k16_full : mdt_small_k16_clamp);
-        body[B_POST] = code_addr(full ? mdt_small_k16_post : mdt_small_k16_clamp);
-        body[B_SKIP] = code_addr(mdt_small_k16_skip);
-        body[B_END] = code_addr(mdt_small_k16_end);
-        body[B_END_SKIP] = code_addr(mdt_small_k16_end_skip);
-    } else {
-        body[B_FULL] = code_addr(full ? mdt_small_k8_full : mdt_small_k8_clamp);
-        body[B_POST] = code_addr(full ? mdt_small_k8_post : mdt_small_k8_clamp);
-        body[B_SKIP] = code_addr(mdt_small_k8_skip);
-        body[B_END] = code_addr(mdt_small_k8_end);
-        body[B_END_SKIP] = code_addr(mdt_small_k8_end_skip);
-    }
     job.tbl = tbl;
     job.off2 = (int32_t)(((uint32_t)(uint16_t)p->input_offset << 16) | (uint16_t)p->input_offset);
     job.lo = p->act_min;
@@ -568,15 +559,25 @@ int mdt_conv2d_small_dsp(const mdt_conv_params *p, const int8_t *input, int8_t *
                 }
             }
             if (skipped) {
-                int32_t oc;
-                for (oc = oc0; oc < oc0 + n; ++oc) {
-                    if (tbl[(oc - oc0) * (wide ? 13 : 9) + (wide ? 3 : 8)] == body[B_SKIP]) {
-                        ref_channel(p, in_b, oc, out_b);
+                int32_t i;
+                for (i = 0; i < n; ++i) {
+                    if (tbl[i * S + (wide ? 3 : 8)] == ADDR(body[B_SKIP])) {
+                        ref_channel(p, in_b, oc0 + i, out_b);
                     }
                 }
             }
         }
     }
+}
+
+int mdt_conv2d_small_dsp(const mdt_conv_params *p, const int8_t *input, int8_t *output)
+{
+    const int32_t depth = p->k_h * p->k_w * p->in_c;
+    if (depth > 16 || depth < 1 || p->input_offset < -127 || p->input_offset > 128 || p->output_offset < -128 ||
+        p->output_offset > 128) {
+        return 0;
+    }
+    small_conv(p, input, output, depth);
     return 1;
 }
 
