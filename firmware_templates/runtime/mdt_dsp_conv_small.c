@@ -526,8 +526,11 @@ static __attribute__((noinline)) void small_conv(const mdt_conv_params *p, const
     const int32_t npix_total = p->out_h * p->out_w, out_c = p->out_c;
     void (*const *const body)(void) = bodies[wide][p->act_min == -128 && p->act_max == 127];
     void (*const run)(const small_job *) = wide ? mdt_small_k16 : mdt_small_k8;
-    const int stream = p->in_c == nb && p->k_h == 1 && p->k_w == 1 && p->stride_h == 1 && p->stride_w == 1 &&
-                       p->pad_h == 0 && p->pad_w == 0 && p->in_h == p->out_h && p->in_w == p->out_w;
+    /* a pointwise conv over whole pixels: read straight from the input at stride 1 (stream), else
+     * gathered by words */
+    const int pointwise = p->in_c == nb && p->k_h == 1 && p->k_w == 1;
+    const int stream = pointwise && p->stride_h == 1 && p->stride_w == 1 && p->pad_h == 0 && p->pad_w == 0 &&
+                       p->in_h == p->out_h && p->in_w == p->out_w;
     small_job job;
     int32_t oc0, b;
     job.tbl = tbl;
@@ -550,7 +553,18 @@ static __attribute__((noinline)) void small_conv(const mdt_conv_params *p, const
                 for (pix = 0; pix < npix_total; pix += SMALL_PIX) {
                     const int32_t npix = npix_total - pix < SMALL_PIX ? npix_total - pix : SMALL_PIX;
                     for (s = 0; s < npix; ++s) {
-                        gather(chunk + s * nb, nb, in_b, (pix + s) / p->out_w, (pix + s) % p->out_w, p);
+                        const int32_t oy = (pix + s) / p->out_w, ox = pix + s - oy * p->out_w;
+                        const int32_t iy = oy * p->stride_h - p->pad_h, ix = ox * p->stride_w - p->pad_w;
+                        int8_t *const dst = chunk + s * nb;
+                        if (pointwise && iy >= 0 && iy < p->in_h && ix >= 0 && ix < p->in_w) {
+                            const int8_t *const src = in_b + (iy * p->in_w + ix) * nb;
+                            int32_t k;
+                            for (k = 0; k < nb; k += 4) {
+                                st32(dst + k, ld32(src + k));
+                            }
+                        } else {
+                            gather(dst, nb, in_b, oy, ox, p);
+                        }
                     }
                     job.in = chunk;
                     job.in_end = chunk + npix * nb;

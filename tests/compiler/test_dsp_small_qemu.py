@@ -4,7 +4,7 @@ arm-none-eabi-gcc and run in QEMU mps2-an386: every output byte equal to TFLite'
 
 Covered: depth 4, 8, 9, 12 and 16 (the 8-byte and 16-byte loops), pointwise convs read straight from
 the input (in_c 8 and 16) and gathered ones (other depths, stride 2, 3x3 with in_c 1 and padding),
-odd pixel counts and chunks of 32 gathered pixels, more than 32 output channels (two tables, the
+odd pixel counts and chunks of 16 gathered pixels, more than 32 output channels (two tables, the
 output pointer skipping the other block's channels), relu / relu6 / none, activation ranges narrower
 than int8 (the clamping bodies: the converter always gives the full range, so the output tensor's
 quantisation is patched), and per-channel scales that take every requantisation branch: a zero
@@ -77,10 +77,12 @@ SMALL_CASES = {
     "small_d8_stream_none": (conv, (3, 11, 8, 16, 1, 1, "VALID", 1, "none")),
     "small_d16_stream_c40": (conv, (3, 11, 16, 40, 1, 1, "SAME", 1, "relu")),
     "small_d16_stream_none": (conv, (4, 6, 16, 9, 1, 1, "SAME", 1, "none")),
-    # gathered: depth 4 over 81 pixels (3 chunks), depth 12, 1x1 at stride 2, 3x3 over one channel
+    # gathered: depth 4 over 81 pixels (6 chunks), depth 12, 1x1 at stride 2 (copied by words, as
+    # ResNet-8's shortcut convs), 3x3 over one channel
     "small_d4_chunks_relu": (conv, (9, 9, 4, 6, 1, 1, "SAME", 1, "relu")),
     "small_d12_none": (conv, (5, 5, 12, 7, 1, 1, "SAME", 1, "none")),
     "small_d8_s2_relu6": (conv, (9, 7, 8, 10, 1, 2, "SAME", 1, "relu6")),
+    "small_d16_s2_c32": (conv, (9, 11, 16, 32, 1, 2, "SAME", 1, "none")),
     "small_d9_3x3_c1_s1": (conv, (7, 5, 1, 5, 3, 1, "SAME", 1, "relu")),
     "small_d9_3x3_c1_s2": (conv, (9, 11, 1, 8, 3, 2, "SAME", 1, "none")),
     "small_d9_3x3_c1_valid": (conv, (6, 9, 1, 3, 3, 1, "VALID", 1, "relu6")),
