@@ -86,7 +86,8 @@ int mdt_small_tbl16(uint32_t *t, uint32_t *end, const tbl_src *src);
 
 /*
  * Registers, depth <= 8: r0-r3 the pixel's 4 input words, r12 the table, lr the output; an entry is
- * {w0, w1, w2, w3, 2 bias, R, m, shift word, body} loaded into r4-r11 and PC.
+ * {w0, w1, w2, w3, 2 bias, R, m, shift word, body} loaded into r4-r11 and PC (shift word: e, plus
+ * the output offset << 8 where it is added after the shift).
  * Depth <= 16: r0-r7 the 8 input words, r8-r11 for the entry {2 bias, w0, w1, body | w2, w3, w4 |
  * w5, w6, w7 | R, m, shift word}, its first four words loaded by the previous channel's last LDM.
  * The frame (sp) is the small_job. The end entry's first word is out_skip (out_c - channels in the
@@ -104,7 +105,8 @@ __asm__(
     "\tsmmlar r8, r8, r10, r9\n"
     "\tasr r8, r8, r11\n"
     "\t.endm\n"
-    /* clamp r8 to [lo, hi] from the frame, \a and \b free */
+    /* add the offset left after the shift (0 when folded into R), clamp r8 to [lo, hi] from the
+     * frame; \a and \b free */
     "\t.macro mdt_small_clamp a, b\n"
     "\tadd r8, r8, r11, asr #8\n"
     "\tldrd \\a, \\b, [sp, #16]\n"
@@ -533,6 +535,9 @@ static __attribute__((noinline)) void small_conv(const mdt_conv_params *p, const
                        p->in_h == p->out_h && p->in_w == p->out_w;
     small_job job;
     int32_t oc0, b;
+    if (npix_total <= 0) {
+        return; /* the loop runs at least one pixel */
+    }
     job.tbl = tbl;
     job.off2 = (int32_t)(((uint32_t)(uint16_t)p->input_offset << 16) | (uint16_t)p->input_offset);
     job.lo = p->act_min;
