@@ -42,24 +42,123 @@
 #define DW_BUF (GROUP * 8 * DW_COLS)
 #define GROUP 4
 #define DW_ACC 124
-#define DW_BIAS_MAX (1 << 29) /* |bias| up to this is doubled; larger biases take the C requantisation */
+#define DW_JOB 14 /* bias x 4, 6 weights, geometry pointer, m, 2^(e-1) + off 2^e, e */
+#define DW_BIAS_MAX (1u << 29) /* |bias| under this is doubled; larger biases take the C requantisation */
 
 /* ---------------------------------------------------------------------------------------------- */
-/* asm passes. Sums (t: the channel's first row at the first output's first tap; acc; job; the acc
- * address after the last row):
+/* asm passes (all AAPCS functions; RS, the bytes between a channel's rows, is an immediate of each
+ * pitch's copy).
+ * Transposition of a band's rows for 4 channels:
+ *   void mdt_dw_tr_<pitch>(int16_t *d, const int8_t *s, const int32_t *job)
+ *   job {C, d advance, s advance per row, bytes of 4-pixel blocks per row, 1: a 2-pixel block,
+ *        2: a last pixel, rows, offset in both halves}
+ * Sums (t: the channel's first row at the first output's first tap; the acc address after the
+ * last row):
  *   void mdt_dw_s<stride>_<pitch>(const int16_t *t, int32_t *acc, const int32_t *job, int32_t *end)
- * four outputs per iteration over job[12] / 16 iterations per row, rows until acc == end;
+ * four outputs per iteration over geo[2] / 16 iterations per row, rows until acc == end;
  *   void mdt_dw_s<stride>p_<pitch>(...)
  * one pair per row (t and acc at the pair). job: bias x 4 (doubled), the packed weights
- * (w0|w1, w1|w2) of kernel rows 0, 1, 2, then t and acc advances per row after the 4-output
- * iterations, the acc bytes of those iterations, t and acc advances per row of the pair pass.
- * Requantisation: void mdt_dw_rq(const int32_t *acc, int8_t *out, const int32_t *job) with job
- * {n, C, m, 2^(e-1) + off 2^e, e}: n outputs to out, out + C, ... */
+ * (w0|w1, w1|w2) of kernel rows 0, 1, 2, and a pointer to geo {t and acc advances per row after
+ * the 4-output iterations, the acc bytes of those iterations, t and acc advances per pair row}.
+ * Requantisation: void mdt_dw_rq(const int32_t *acc, int8_t *out, const int32_t *job, int32_t n)
+ * with job {C, m, 2^(e-1) + off 2^e, e}: n outputs to out, out + C, ... */
 /* ---------------------------------------------------------------------------------------------- */
+#define MDT_DW_FN(name) "  .p2align 2\n  .global " name "\n  .hidden " name "\n  .type " name ", %function\n" \
+    "  .thumb_func\n" name ":\n"
 __asm__(
     "  .pushsection .text.mdt_dw_asm,\"ax\",%progbits\n"
     "  .syntax unified\n"
     "  .thumb\n"
+    "  .macro MDT_DW_FN name\n"
+    "  .p2align 2\n"
+    "  .global \\name\n"
+    "  .hidden \\name\n"
+    "  .type \\name, %function\n"
+    "  .thumb_func\n"
+    "\\name:\n"
+    "  .endm\n"
+    /* transposition; P: the pitch in halfwords */
+    "  .macro MDT_DW_TR name, P\n"
+    "  MDT_DW_FN \\name\n"
+    "  push {r4-r11, lr}\n"
+    "  ldr r10, [r2, #24]\n"
+    "  ldr r12, [r2, #20]\n"
+    "  ldr r3, [r2, #16]\n"
+    "  ldr lr, [r2, #12]\n"
+    "  ldrd r4, r5, [r2, #4]\n"
+    "  ldr r2, [r2]\n"
+    "  push {r3, r4, r5, lr}\n"  /* sp: flags, d advance, s advance, block bytes */
+    "  add r3, r2, r2, lsl #1\n"
+    "0:\n"
+    "  ldr r11, [sp, #12]\n"
+    "  add r11, r1, r11\n"
+    "  cmp r1, r11\n"
+    "  beq 2f\n"
+    "1:\n"                       /* 4 pixels: (p0 c0, p0 c1, p1 c0, p1 c1), (.. c2, .. c3) per pair */
+    "  ldr r4, [r1]\n"
+    "  ldr r5, [r1, r2]\n"
+    "  ldr r6, [r1, r2, lsl #1]\n"
+    "  ldr r7, [r1, r3]\n"
+    "  add r1, r1, r2, lsl #2\n"
+    "  pkhbt r8, r4, r5, lsl #16\n"
+    "  pkhtb r9, r5, r4, asr #16\n"
+    "  pkhbt r4, r6, r7, lsl #16\n"
+    "  pkhtb r5, r7, r6, asr #16\n"
+    "  sxtab16 r6, r10, r8, ror #8\n"
+    "  sxtab16 r7, r10, r4, ror #8\n"
+    "  strd r6, r7, [r0, #(2 * \\P)]\n"
+    "  sxtab16 r6, r10, r9\n"
+    "  sxtab16 r7, r10, r5\n"
+    "  strd r6, r7, [r0, #(4 * \\P)]\n"
+    "  sxtab16 r6, r10, r9, ror #8\n"
+    "  sxtab16 r7, r10, r5, ror #8\n"
+    "  strd r6, r7, [r0, #(6 * \\P)]\n"
+    "  sxtab16 r6, r10, r8\n"
+    "  sxtab16 r7, r10, r4\n"
+    "  strd r6, r7, [r0], #8\n"
+    "  cmp r1, r11\n"
+    "  bne 1b\n"
+    "2:\n"
+    "  ldr r4, [sp]\n"
+    "  tst r4, #1\n"
+    "  beq 3f\n"
+    "  ldr r6, [r1]\n"
+    "  ldr r7, [r1, r2]\n"
+    "  add r1, r1, r2, lsl #1\n"
+    "  pkhbt r8, r6, r7, lsl #16\n"
+    "  pkhtb r9, r7, r6, asr #16\n"
+    "  sxtab16 r6, r10, r8\n"
+    "  sxtab16 r7, r10, r8, ror #8\n"
+    "  sxtab16 r8, r10, r9\n"
+    "  sxtab16 r9, r10, r9, ror #8\n"
+    "  str r7, [r0, #(2 * \\P)]\n"
+    "  str r8, [r0, #(4 * \\P)]\n"
+    "  str r9, [r0, #(6 * \\P)]\n"
+    "  str r6, [r0], #4\n"
+    "3:\n"
+    "  tst r4, #2\n"
+    "  beq 4f\n"
+    "  ldr r6, [r1]\n"
+    "  add r1, r1, r2\n"
+    "  sxtab16 r7, r10, r6\n"
+    "  sxtab16 r8, r10, r6, ror #8\n"
+    "  strh r7, [r0]\n"
+    "  strh r8, [r0, #(2 * \\P)]\n"
+    "  lsr r7, r7, #16\n"
+    "  lsr r8, r8, #16\n"
+    "  strh r7, [r0, #(4 * \\P)]\n"
+    "  strh r8, [r0, #(6 * \\P)]\n"
+    "  add r0, r0, #2\n"
+    "4:\n"
+    "  ldrd r4, r5, [sp, #4]\n"
+    "  add r0, r0, r4\n"
+    "  add r1, r1, r5\n"
+    "  subs r12, r12, #1\n"
+    "  bne 0b\n"
+    "  add sp, sp, #16\n"
+    "  pop {r4-r11, pc}\n"
+    "  .size \\name, . - \\name\n"
+    "  .endm\n"
     /* one kernel row of 4 stride-1 outputs r6..r9 from t (r11) + off - 8 (t already advanced) */
     "  .macro MDT_DW_S1ROW first, off, wa, wb\n"
     "  .if \\first\n"
@@ -116,25 +215,13 @@ __asm__(
     "  ldr r8, [r11, #(\\off + 8)]\n"
     "  smlabt r7, r8, \\wb, r7\n"
     "  .endm\n"
-    /* sums, 4 outputs per iteration; RS: bytes between a channel's rows */
-    "  .macro MDT_DW_SUMS name, stride, RS\n"
-    "  .p2align 2\n"
-    "  .global \\name\n"
-    "  .hidden \\name\n"
-    "  .type \\name, %function\n"
-    "  .thumb_func\n"
-    "\\name:\n"
-    "  push {r4-r11, lr}\n"
-    "  add r4, r2, #40\n"
-    "  ldm r4, {r4-r6}\n"       /* t advance, acc advance, acc bytes per row */
-    "  mov r7, r3\n"            /* end */
-    "  push {r4-r7}\n"
-    "  add lr, r1, r6\n"        /* end of the first row's iterations */
-    "  ldm r2!, {r3-r6}\n"
-    "  push {r3-r6}\n"          /* sp: bias x 4, then the row parameters */
-    "  mov r11, r0\n"
-    "  mov r12, r1\n"
-    "  ldm r2, {r0-r5}\n"       /* weights */
+    /* Rows of one channel's sums (4 outputs per iteration, then a pair where the frame says so):
+     * called by mdt_dw_run on its frame with r0-r5 the weights, r11 t, r12 acc. */
+    "  .macro MDT_DW_ROWS name, stride, RS\n"
+    "  MDT_DW_FN \\name\n"
+    "  str lr, [sp, #68]\n"
+    "  ldr lr, [sp, #24]\n"
+    "  add lr, r12, lr\n"       /* end of the first row's iterations */
     "1:\n"
     "  ldm sp, {r6-r9}\n"
     "  .if \\stride == 1\n"
@@ -149,6 +236,22 @@ __asm__(
     "  stm r12!, {r6-r9}\n"
     "  cmp r12, lr\n"
     "  bne 1b\n"
+    "  ldr r6, [sp, #32]\n"
+    "  cbz r6, 2f\n"
+    "  ldrd r6, r7, [sp]\n"
+    "  .if \\stride == 1\n"
+    "  MDT_DW_S1PROW 0, r0, r1\n"
+    "  MDT_DW_S1PROW \\RS, r2, r3\n"
+    "  MDT_DW_S1PROW (2 * \\RS), r4, r5\n"
+    "  add r11, r11, #4\n"
+    "  .else\n"
+    "  MDT_DW_S2PROW 0, r0, r1\n"
+    "  MDT_DW_S2PROW \\RS, r2, r3\n"
+    "  MDT_DW_S2PROW (2 * \\RS), r4, r5\n"
+    "  add r11, r11, #8\n"
+    "  .endif\n"
+    "  strd r6, r7, [r12], #8\n"
+    "2:\n"
     "  ldrd r10, lr, [sp, #16]\n" /* next row */
     "  add r11, r11, r10\n"
     "  add r12, r12, lr\n"
@@ -156,81 +259,65 @@ __asm__(
     "  cmp r12, lr\n"
     "  add lr, r12, r10\n"
     "  bne 1b\n"
-    "  add sp, sp, #32\n"
-    "  pop {r4-r11, pc}\n"
+    "  ldr pc, [sp, #68]\n"
     "  .size \\name, . - \\name\n"
     "  .endm\n"
-    /* sums, one pair per row */
-    "  .macro MDT_DW_PAIR name, stride, RS\n"
-    "  .p2align 2\n"
-    "  .global \\name\n"
-    "  .hidden \\name\n"
-    "  .type \\name, %function\n"
-    "  .thumb_func\n"
-    "\\name:\n"
+    "  MDT_DW_TR mdt_dw_tr_16, 16\n"
+    "  MDT_DW_TR mdt_dw_tr_32, 32\n"
+    "  MDT_DW_TR mdt_dw_tr_64, 64\n"
+    "  MDT_DW_TR mdt_dw_tr_128, 128\n"
+    "  MDT_DW_ROWS mdt_dw_s1_16, 1, 128\n"
+    "  MDT_DW_ROWS mdt_dw_s1_32, 1, 256\n"
+    "  MDT_DW_ROWS mdt_dw_s1_64, 1, 512\n"
+    "  MDT_DW_ROWS mdt_dw_s1_128, 1, 1024\n"
+    "  MDT_DW_ROWS mdt_dw_s2_16, 2, 128\n"
+    "  MDT_DW_ROWS mdt_dw_s2_32, 2, 256\n"
+    "  MDT_DW_ROWS mdt_dw_s2_64, 2, 512\n"
+    "  MDT_DW_ROWS mdt_dw_s2_128, 2, 1024\n"
+    /* mdt_dw_run: n channels, each its rows of sums then (job[13] = e != 0) the requantisation of
+     * [acc, end) to out, out + C, ...; then the next job, t + geo[6] bytes, out + 1. Frame: sp+0
+     * bias x 4, +16 t advance, +20 acc advance, +24 acc bytes of a row's 4-output iterations, +28
+     * end, +32 pair flag, +36 C, +40 rows routine, +44 t stride, +48 acc, +52 out, +56 job, +60 t,
+     * +64 n, +68 the rows routine's return. Requantisation: r0 acc, r1 out, r2 C, r12 3C, r4 m,
+     * r5 2^(e-1) + off 2^e, r6 e, lr the end of the 4-output iterations. */
+    "  MDT_DW_FN mdt_dw_run\n"
     "  push {r4-r11, lr}\n"
-    "  mov r11, r0\n"
-    "  mov r12, r1\n"
-    "  mov lr, r3\n"
-    "  ldr r6, [r2]\n"
-    "  mov r7, r6\n"
-    "  push {r6, r7}\n"         /* sp: bias x 2 */
-    "  ldr r9, [r2, #52]\n"
-    "  ldr r10, [r2, #56]\n"
-    "  add r2, r2, #16\n"
-    "  ldm r2, {r0-r5}\n"
-    "1:\n"
-    "  ldrd r6, r7, [sp]\n"
-    "  .if \\stride == 1\n"
-    "  MDT_DW_S1PROW 0, r0, r1\n"
-    "  MDT_DW_S1PROW \\RS, r2, r3\n"
-    "  MDT_DW_S1PROW (2 * \\RS), r4, r5\n"
-    "  .else\n"
-    "  MDT_DW_S2PROW 0, r0, r1\n"
-    "  MDT_DW_S2PROW \\RS, r2, r3\n"
-    "  MDT_DW_S2PROW (2 * \\RS), r4, r5\n"
-    "  .endif\n"
-    "  strd r6, r7, [r12]\n"
-    "  add r11, r11, r9\n"
-    "  add r12, r12, r10\n"
-    "  cmp r12, lr\n"
-    "  bne 1b\n"
-    "  add sp, sp, #8\n"
-    "  pop {r4-r11, pc}\n"
-    "  .size \\name, . - \\name\n"
-    "  .endm\n"
-    "  MDT_DW_SUMS mdt_dw_s1_16, 1, 128\n"
-    "  MDT_DW_SUMS mdt_dw_s1_32, 1, 256\n"
-    "  MDT_DW_SUMS mdt_dw_s1_64, 1, 512\n"
-    "  MDT_DW_SUMS mdt_dw_s1_128, 1, 1024\n"
-    "  MDT_DW_SUMS mdt_dw_s2_16, 2, 128\n"
-    "  MDT_DW_SUMS mdt_dw_s2_32, 2, 256\n"
-    "  MDT_DW_SUMS mdt_dw_s2_64, 2, 512\n"
-    "  MDT_DW_SUMS mdt_dw_s2_128, 2, 1024\n"
-    "  MDT_DW_PAIR mdt_dw_s1p_16, 1, 128\n"
-    "  MDT_DW_PAIR mdt_dw_s1p_32, 1, 256\n"
-    "  MDT_DW_PAIR mdt_dw_s1p_64, 1, 512\n"
-    "  MDT_DW_PAIR mdt_dw_s1p_128, 1, 1024\n"
-    "  MDT_DW_PAIR mdt_dw_s2p_16, 2, 128\n"
-    "  MDT_DW_PAIR mdt_dw_s2p_32, 2, 256\n"
-    "  MDT_DW_PAIR mdt_dw_s2p_64, 2, 512\n"
-    "  MDT_DW_PAIR mdt_dw_s2p_128, 2, 1024\n"
-    /* requantisation: r0 acc, r1 out, r3 C, r12 3C, r4 m, r5 2^(e-1) + off 2^e, r6 e */
-    "  .p2align 2\n"
-    "  .global mdt_dw_rq\n"
-    "  .hidden mdt_dw_rq\n"
-    "  .type mdt_dw_rq, %function\n"
-    "  .thumb_func\n"
-    "mdt_dw_rq:\n"
-    "  push {r4-r11, lr}\n"
-    "  ldm r2, {r2-r6}\n"
-    "  add r12, r3, r3, lsl #1\n"
-    "  and lr, r2, #3\n"
-    "  bic r2, r2, #3\n"
-    "  add r2, r0, r2, lsl #2\n"
-    "  cmp r0, r2\n"
-    "  beq 2f\n"
-    "1:\n"
+    "  sub sp, sp, #72\n"
+    "  ldrd r4, r5, [sp, #108]\n"
+    "  str r4, [sp, #28]\n"
+    "  str r5, [sp, #64]\n"
+    "  strd r1, r3, [sp, #48]\n"
+    "  strd r2, r0, [sp, #56]\n"
+    "  ldr r4, [r2, #40]\n"
+    "  ldm r4, {r4-r10}\n"      /* geo: t advance, acc advance, acc bytes, pair, C, rows, t stride */
+    "  add r11, sp, #16\n"
+    "  stm r11, {r4-r6}\n"
+    "  add r11, sp, #32\n"
+    "  stm r11, {r7-r10}\n"
+    "10:\n"
+    "  ldr r2, [sp, #56]\n"
+    "  ldm r2!, {r3-r6}\n"
+    "  stm sp, {r3-r6}\n"
+    "  ldm r2, {r0-r5}\n"       /* weights */
+    "  ldr r11, [sp, #60]\n"
+    "  ldr r12, [sp, #48]\n"
+    "  ldr r6, [sp, #40]\n"
+    "  blx r6\n"
+    "  ldr r2, [sp, #56]\n"
+    "  ldr r6, [r2, #52]\n"
+    "  cmp r6, #0\n"
+    "  beq 9f\n"
+    "  ldrd r4, r5, [r2, #44]\n"
+    "  ldr r2, [sp, #36]\n"
+    "  ldrd r0, r1, [sp, #48]\n"
+    "  ldr r3, [sp, #28]\n"
+    "  add r12, r2, r2, lsl #1\n"
+    "  sub lr, r3, r0\n"
+    "  bic lr, lr, #15\n"
+    "  add lr, r0, lr\n"
+    "  cmp r0, lr\n"
+    "  beq 7f\n"
+    "6:\n"
     "  ldm r0!, {r7-r10}\n"
     "  add r11, r5, r7, asr #31\n"
     "  smmlar r7, r7, r4, r11\n"
@@ -249,43 +336,57 @@ __asm__(
     "  ssat r9, #8, r9\n"
     "  ssat r10, #8, r10\n"
     "  strb r7, [r1]\n"
-    "  strb r8, [r1, r3]\n"
-    "  strb r9, [r1, r3, lsl #1]\n"
+    "  strb r8, [r1, r2]\n"
+    "  strb r9, [r1, r2, lsl #1]\n"
     "  strb r10, [r1, r12]\n"
-    "  add r1, r1, r3, lsl #2\n"
-    "  cmp r0, r2\n"
-    "  bne 1b\n"
-    "2:\n"
-    "  subs lr, lr, #1\n"
-    "  bmi 3f\n"
+    "  add r1, r1, r2, lsl #2\n"
+    "  cmp r0, lr\n"
+    "  bne 6b\n"
+    "7:\n"
+    "  cmp r0, r3\n"
+    "  beq 9f\n"
+    "8:\n"
     "  ldr r7, [r0], #4\n"
     "  add r11, r5, r7, asr #31\n"
     "  smmlar r7, r7, r4, r11\n"
     "  asr r7, r7, r6\n"
     "  ssat r7, #8, r7\n"
     "  strb r7, [r1]\n"
-    "  add r1, r1, r3\n"
-    "  b 2b\n"
-    "3:\n"
+    "  add r1, r1, r2\n"
+    "  cmp r0, r3\n"
+    "  bne 8b\n"
+    "9:\n"
+    "  ldr r4, [sp, #64]\n"
+    "  subs r4, r4, #1\n"
+    "  beq 11f\n"
+    "  str r4, [sp, #64]\n"
+    "  ldrd r5, r6, [sp, #52]\n"
+    "  add r5, r5, #1\n"
+    "  add r6, r6, #56\n"
+    "  strd r5, r6, [sp, #52]\n"
+    "  ldr r5, [sp, #60]\n"
+    "  ldr r6, [sp, #44]\n"
+    "  add r5, r5, r6\n"
+    "  str r5, [sp, #60]\n"
+    "  b 10b\n"
+    "11:\n"
+    "  add sp, sp, #72\n"
     "  pop {r4-r11, pc}\n"
-    "  .size mdt_dw_rq, . - mdt_dw_rq\n"
+    "  .size mdt_dw_run, . - mdt_dw_run\n"
     "  .popsection\n");
 
-typedef void mdt_dw_sums_fn(const int16_t *t, int32_t *acc, const int32_t *job, int32_t *end);
-mdt_dw_sums_fn mdt_dw_s1_16, mdt_dw_s1_32, mdt_dw_s1_64, mdt_dw_s1_128;
-mdt_dw_sums_fn mdt_dw_s2_16, mdt_dw_s2_32, mdt_dw_s2_64, mdt_dw_s2_128;
-mdt_dw_sums_fn mdt_dw_s1p_16, mdt_dw_s1p_32, mdt_dw_s1p_64, mdt_dw_s1p_128;
-mdt_dw_sums_fn mdt_dw_s2p_16, mdt_dw_s2p_32, mdt_dw_s2p_64, mdt_dw_s2p_128;
-void mdt_dw_rq(const int32_t *acc, int8_t *out, const int32_t *job);
+typedef void mdt_dw_tr_fn(int16_t *d, const int8_t *s, const int32_t *job);
+typedef void mdt_dw_rows_fn(void); /* custom convention: called by mdt_dw_run only */
+mdt_dw_tr_fn mdt_dw_tr_16, mdt_dw_tr_32, mdt_dw_tr_64, mdt_dw_tr_128;
+mdt_dw_rows_fn mdt_dw_s1_16, mdt_dw_s1_32, mdt_dw_s1_64, mdt_dw_s1_128;
+mdt_dw_rows_fn mdt_dw_s2_16, mdt_dw_s2_32, mdt_dw_s2_64, mdt_dw_s2_128;
+void mdt_dw_run(const int16_t *t, int32_t *acc, const int32_t *job, int8_t *out, int32_t *end, int32_t n);
 
-/* [stride - 1][pitch 16, 32, 64, 128] */
-static mdt_dw_sums_fn *const dw_sums_tab[2][4] = {
+/* by pitch 16, 32, 64, 128 (and [stride - 1]) */
+static mdt_dw_tr_fn *const dw_tr_tab[4] = {mdt_dw_tr_16, mdt_dw_tr_32, mdt_dw_tr_64, mdt_dw_tr_128};
+static mdt_dw_rows_fn *const dw_rows_tab[2][4] = {
     {mdt_dw_s1_16, mdt_dw_s1_32, mdt_dw_s1_64, mdt_dw_s1_128},
     {mdt_dw_s2_16, mdt_dw_s2_32, mdt_dw_s2_64, mdt_dw_s2_128},
-};
-static mdt_dw_sums_fn *const dw_pair_tab[2][4] = {
-    {mdt_dw_s1p_16, mdt_dw_s1p_32, mdt_dw_s1p_64, mdt_dw_s1p_128},
-    {mdt_dw_s2p_16, mdt_dw_s2p_32, mdt_dw_s2p_64, mdt_dw_s2p_128},
 };
 
 /* (bottom half of a, bottom half of b) in one PKHBT */
@@ -304,43 +405,13 @@ static inline int32_t pk_tt(int32_t a, int32_t b)
     return r;
 }
 
-/* two words to a word-aligned address in one STRD */
-static inline void st64(int16_t *d, int32_t a, int32_t b)
+/* Transposes npx pixels (sx bytes apart) of channels c..c+n-1 from s into d + ch * pitch, input
+ * offset added (the last group's channels past C: one at a time). */
+static void transpose_row_n(int16_t *d, const int8_t *s, int32_t sx, int32_t n, int32_t npx, int32_t in_off,
+                            int32_t pitch)
 {
-    __asm__ volatile("strd %1, %2, [%0]" : : "r"(d), "r"(a), "r"(b) : "memory");
-}
-
-/* Transposes npx pixels (sx bytes apart) of channels c..c+n-1 from s into d + ch * pitch (d word
- * aligned), input offset added. */
-static void transpose_row(int16_t *d, const int8_t *s, int32_t sx, int32_t n, int32_t npx, int32_t in_off,
-                          int32_t off2, int32_t pitch)
-{
-    int32_t i = 0, ch;
-    if (n == GROUP) {
-        /* per pixel pair: bytes (p0 c0, p0 c1, p1 c0, p1 c1) and (.. c2, .. c3), then SXTAB16 */
-        for (; i + 4 <= npx; i += 4) {
-            const int32_t v0 = ld32(s), v1 = ld32(s + sx), v2 = ld32(s + 2 * sx), v3 = ld32(s + 3 * sx);
-            const int32_t lo0 = pk_bb(v0, v1), hi0 = pk_tt(v0, v1), lo1 = pk_bb(v2, v3), hi1 = pk_tt(v2, v3);
-            st64(d, __sxtab16(off2, lo0), __sxtab16(off2, lo1));
-            st64(d + pitch, sxtab16_ror8(off2, lo0), sxtab16_ror8(off2, lo1));
-            st64(d + 2 * pitch, __sxtab16(off2, hi0), __sxtab16(off2, hi1));
-            st64(d + 3 * pitch, sxtab16_ror8(off2, hi0), sxtab16_ror8(off2, hi1));
-            d += 4;
-            s += 4 * sx;
-        }
-        if (i + 2 <= npx) {
-            const int32_t v0 = ld32(s), v1 = ld32(s + sx);
-            const int32_t lo = pk_bb(v0, v1), hi = pk_tt(v0, v1);
-            st32(d, __sxtab16(off2, lo));
-            st32(d + pitch, sxtab16_ror8(off2, lo));
-            st32(d + 2 * pitch, __sxtab16(off2, hi));
-            st32(d + 3 * pitch, sxtab16_ror8(off2, hi));
-            d += 2;
-            s += 2 * sx;
-            i += 2;
-        }
-    }
-    for (; i < npx; ++i) {
+    int32_t i, ch;
+    for (i = 0; i < npx; ++i) {
         for (ch = 0; ch < n; ++ch) {
             d[ch * pitch] = (int16_t)(s[ch] + in_off);
         }
@@ -349,16 +420,29 @@ static void transpose_row(int16_t *d, const int8_t *s, int32_t sx, int32_t n, in
     }
 }
 
-/* Zero halfwords [c0, c1) of rows r0..r1-1 (all 4 channels), by words where aligned. */
+/* Zeroes halfwords [c0, c1) of rows r0..r1-1 of all 4 channels (a few stores each: no memset). */
 static void zero_cols(int16_t *buf, int32_t pitch, int32_t r0, int32_t r1, int32_t c0, int32_t c1)
 {
-    int32_t r, k;
-    for (r = r0 * GROUP; r < r1 * GROUP; ++r) {
-        int16_t *row = buf + r * pitch;
-        for (k = c0; k < c1; ++k) {
-            row[k] = 0;
-            __asm__("" : "+r"(k)); /* a few stores: no memset call */
+    int16_t *row = buf + r0 * GROUP * pitch + c0, *const end = buf + r1 * GROUP * pitch + c0;
+    for (; row != end; row += pitch) {
+        int16_t *q = row, *const qe = row + (c1 - c0);
+        while (q != qe) {
+            *q++ = 0;
+            __asm__("" : "+r"(q));
         }
+    }
+}
+
+/* Zeroes whole rows r0..r1-1 of all 4 channels (pitch words of each are int16 pairs). */
+static void zero_rows(int16_t *buf, int32_t pitch, int32_t r0, int32_t r1)
+{
+    int32_t *q = (int32_t *)(void *)(buf + r0 * GROUP * pitch);
+    int32_t *const end = (int32_t *)(void *)(buf + r1 * GROUP * pitch);
+    while (q != end) {
+        q[0] = 0;
+        q[1] = 0;
+        q += 2;
+        __asm__("" : "+r"(q));
     }
 }
 
@@ -381,19 +465,115 @@ static void dw_store_c(const int32_t *acc, int32_t n, int32_t dbl, int32_t mult,
     }
 }
 
+/* What a call's groups share: the channels' jobs, the geometry the asm reads, the sums. */
+typedef struct {
+    int32_t job[GROUP][DW_JOB];
+    int32_t geo[7];
+    int32_t acc[DW_ACC + 4];
+    int32_t chunk, full, pitch, trow; /* output rows per asm call; int16 per output row */
+} dw_ctx;
+
+/* The group of n channels from c0 over nrows output rows: its jobs (bias x 4 and the packed
+ * weights, both times 2 when every bias of the group allows it; then, after the geometry pointer, m,
+ * 2^(e-1) + off 2^e and e for the asm requantisation, e = 0 for channels it does not take: it wants
+ * the full int8 range, doubled sums, m >= 0 and a right shift e of 1..22), then the asm passes.
+ * t0: channel c0's first row at the first output's first tap. */
+static void dw_group(const mdt_dwconv_params *p, dw_ctx *x, int32_t c0, int32_t n, const int16_t *t0, int8_t *o0,
+                     int32_t nrows)
+{
+    const int32_t C = p->in_c, off = p->output_offset, out_w = p->out_w;
+    const int8_t *f = p->filter + c0;
+    int32_t (*const job)[DW_JOB] = x->job;
+    int32_t ch, k, dbl = 1;
+    if (n == GROUP && x->full && nrows <= x->chunk) {
+        /* the common case, branch-free: four channels' taps in a word, the same pair-and-widen as
+         * the input's transposition */
+        const int32_t *const mp = p->multiplier + c0, *const bp = p->bias ? p->bias + c0 : NULL;
+        const int8_t *const sp = p->shift + c0;
+        int32_t bad = 0;
+        uint32_t bad_bias = 0;
+        for (k = 0; k < 3; ++k) {
+            const int32_t w0 = ld32(f), w1 = ld32(f + C), w2 = ld32(f + 2 * C);
+            const int32_t lo01 = pk_bb(w0, w1), hi01 = pk_tt(w0, w1), lo12 = pk_bb(w1, w2), hi12 = pk_tt(w1, w2);
+            int32_t v;
+            v = __sxtb16(lo01), job[0][4 + 2 * k] = __sadd16(v, v);
+            v = sxtb16_ror8(lo01), job[1][4 + 2 * k] = __sadd16(v, v);
+            v = __sxtb16(hi01), job[2][4 + 2 * k] = __sadd16(v, v);
+            v = sxtb16_ror8(hi01), job[3][4 + 2 * k] = __sadd16(v, v);
+            v = __sxtb16(lo12), job[0][5 + 2 * k] = __sadd16(v, v);
+            v = sxtb16_ror8(lo12), job[1][5 + 2 * k] = __sadd16(v, v);
+            v = __sxtb16(hi12), job[2][5 + 2 * k] = __sadd16(v, v);
+            v = sxtb16_ror8(hi12), job[3][5 + 2 * k] = __sadd16(v, v);
+            f += 3 * C;
+        }
+        for (ch = 0; ch < GROUP; ++ch) {
+            /* e in 1..22 and m >= 0: no sign bit in e - 1, 22 - e or m; |bias| < 2^29 */
+            const int32_t mult = mp[ch], e = -sp[ch], bias = bp ? bp[ch] : 0;
+            int32_t *const j = job[ch];
+            bad |= (e - 1) | (22 - e) | mult;
+            bad_bias |= (uint32_t)bias + DW_BIAS_MAX;
+            j[0] = j[1] = j[2] = j[3] = (int32_t)((uint32_t)bias << 1);
+            j[11] = mult;
+            j[12] = (int32_t)((1u << ((e - 1) & 31)) + ((uint32_t)off << (e & 31)));
+            j[13] = e;
+        }
+        if (bad >= 0 && bad_bias < 2u * DW_BIAS_MAX) {
+            mdt_dw_run(t0, x->acc, job[0], o0, x->acc + nrows * out_w, GROUP);
+            return;
+        }
+        f = p->filter + c0;
+    }
+    if (p->bias) {
+        for (ch = 0; ch < n; ++ch) {
+            const int32_t bc = p->bias[c0 + ch];
+            dbl &= (uint32_t)bc + DW_BIAS_MAX < 2u * DW_BIAS_MAX;
+        }
+    }
+    for (ch = 0; ch < n; ++ch) {
+        const int32_t c = c0 + ch, mult = p->multiplier[c], e = -p->shift[c];
+        const int32_t bias = p->bias ? (int32_t)((uint32_t)p->bias[c] << dbl) : 0;
+        const int fast = x->full && dbl && mult >= 0 && (uint32_t)(e - 1) < 22u;
+        const uint32_t ef = fast ? (uint32_t)e : 1u;
+        int32_t *const j = job[ch];
+        for (k = 0; k < 3; ++k) {
+            const int32_t w0 = f[3 * k * C + ch] * (1 + dbl), w1 = f[(3 * k + 1) * C + ch] * (1 + dbl);
+            const int32_t w2 = f[(3 * k + 2) * C + ch] * (1 + dbl);
+            j[4 + 2 * k] = pk_bb(w0, w1);
+            j[5 + 2 * k] = pk_bb(w1, w2);
+        }
+        j[0] = j[1] = j[2] = j[3] = bias;
+        j[11] = mult;
+        j[12] = (int32_t)((1u << (ef - 1)) + ((uint32_t)off << ef));
+        j[13] = fast ? e : 0;
+    }
+    for (ch = 0; ch < n; ++ch) {
+        const int16_t *t = t0 + ch * x->pitch;
+        int8_t *o = o0 + ch;
+        int32_t r;
+        for (r = 0; r < nrows; r += x->chunk) {
+            const int32_t no = (nrows - r < x->chunk ? nrows - r : x->chunk) * out_w;
+            mdt_dw_run(t, x->acc, job[ch], o, x->acc + no, 1);
+            if (job[ch][13] == 0) {
+                dw_store_c(x->acc, no, dbl, p->multiplier[c0 + ch], p->shift[c0 + ch], p, o);
+            }
+            t += x->chunk * x->trow;
+            o += no * C;
+        }
+    }
+}
+
 int mdt_dw3x3_dsp(const mdt_dwconv_params *p, const int8_t *input, int8_t *output)
 {
     int16_t buf[DW_BUF] __attribute__((aligned(8)));
-    int32_t acc[DW_ACC + 4];
-    int32_t job[15], rqjob[5];
+    dw_ctx x;
+    int32_t tr[7];
     const int32_t C = p->in_c, in_h = p->in_h, in_w = p->in_w, out_h = p->out_h, out_w = p->out_w;
     const int32_t stride = p->stride_w, stride_h = p->stride_h, pad_w = p->pad_w, pad_h = p->pad_h;
     const int32_t in_off = p->input_offset;
-    const int32_t off2 = (int32_t)(((uint32_t)(uint16_t)in_off << 16) | (uint16_t)in_off);
-    const int full = p->act_min == -128 && p->act_max == 127;
-    /* 4-output iterations per row, and a pair for widths 4k + 1, 4k + 2 (4k + 3: one more 4) */
-    const int32_t rem = out_w & 3, pair = rem == 1 || rem == 2;
-    const int32_t nq = out_w / 4 + (rem == 3);
+    /* 4-output iterations per row, and a pair for widths 4k + 1, 4k + 2 (k >= 1; 4k + 3 and
+     * widths up to 2: one more 4) */
+    const int32_t rem = out_w & 3, pair = out_w > 4 && (rem == 1 || rem == 2);
+    const int32_t nq = (out_w + (pair ? 0 : 3)) / 4;
     /* columns the row's outputs read from the first tap; lead puts input column 0 on a word */
     const int32_t lead = pad_w & 1;
     const int32_t reach = stride == 1 ? 4 * nq + (pair ? 4 : 2) : 8 * nq + (pair ? 6 : 2);
@@ -404,12 +584,10 @@ int mdt_dw3x3_dsp(const mdt_dwconv_params *p, const int8_t *input, int8_t *outpu
     const int32_t rows_cap = DW_BUF / (GROUP * pitch);
     /* output rows per band: their input rows all in the buffer at once */
     const int32_t band = (rows_cap - 3) / (stride_h > 0 ? stride_h : 1) + 1;
-    /* output rows per requantisation pass */
-    const int32_t chunk = out_w <= DW_ACC ? DW_ACC / out_w : 1;
     int32_t b, c0, oy;
     if (p->k_h != 3 || p->k_w != 3 || p->depth_multiplier != 1 || p->dil_h != 1 || p->dil_w != 1 ||
         (stride != 1 && stride != 2) || stride_h < 1 || out_w < 1 || out_w > DW_ACC || out_h < 1 ||
-        pad_w < 0 || ix_end < 1 || pitch > DW_COLS || ncols > pitch || rows_cap < 3) {
+        pad_w < 0 || ix_end < 1 || pitch > DW_COLS || ncols > pitch) {
         return 0;
     }
     {
@@ -419,79 +597,54 @@ int mdt_dw3x3_dsp(const mdt_dwconv_params *p, const int8_t *input, int8_t *outpu
         zero_cols(buf, pitch, 0, used, 0, lead + pad_w);
         zero_cols(buf, pitch, 0, used, lead + pad_w + ix_end, ncols);
     }
-    job[10] = stride_h * rs - (stride == 1 ? 8 : 16) * nq;
-    job[11] = 4 * (out_w - 4 * nq);
-    job[12] = 16 * nq;
-    job[13] = stride_h * rs;
-    job[14] = 4 * out_w;
-    rqjob[1] = C;
+    x.chunk = DW_ACC / out_w;
+    x.full = p->act_min == -128 && p->act_max == 127;
+    x.pitch = pitch;
+    x.trow = stride_h * GROUP * pitch;
+    x.geo[0] = stride_h * rs - (stride == 1 ? 8 : 16) * nq - (pair ? 4 * stride : 0);
+    x.geo[1] = 4 * out_w - 16 * nq - 8 * pair;
+    x.geo[2] = 16 * nq;
+    x.geo[3] = pair;
+    x.geo[4] = C;
+    x.geo[5] = (int32_t)(intptr_t)dw_rows_tab[stride - 1][pi];
+    x.geo[6] = 2 * pitch;
+    for (c0 = 0; c0 < GROUP; ++c0) {
+        x.job[c0][10] = (int32_t)(intptr_t)x.geo;
+    }
+    tr[0] = C;
+    tr[1] = rs - 2 * ix_end;
+    tr[2] = in_w * C - ix_end * C;
+    tr[3] = (ix_end & ~3) * C;
+    tr[4] = ((ix_end >> 1) & 1) | ((ix_end & 1) << 1);
+    tr[6] = (int32_t)(((uint32_t)(uint16_t)in_off << 16) | (uint16_t)in_off);
     for (b = 0; b < p->batches; ++b) {
         const int8_t *in_b = input + b * in_h * in_w * C;
         int8_t *out_b = output + b * out_h * out_w * C;
         for (oy = 0; oy < out_h; oy += band) {
             const int32_t nrows = out_h - oy < band ? out_h - oy : band;
             const int32_t iy0 = oy * stride_h - pad_h, rows = (nrows - 1) * stride_h + 3;
-            int32_t r;
-            /* padded rows of the band: zero for all its groups */
-            for (r = 0; r < rows; ++r) {
-                if (iy0 + r < 0 || iy0 + r >= in_h) {
-                    zero_cols(buf, pitch, r, r + 1, 0, ncols);
-                }
-            }
+            /* the band's buffer rows [r_lo, r_hi) hold input rows; the others are padding: zero
+             * for all its groups */
+            const int32_t r_lo = iy0 >= 0 ? 0 : (-iy0 < rows ? -iy0 : rows);
+            const int32_t r_hi = in_h - iy0 < r_lo ? r_lo : (in_h - iy0 < rows ? in_h - iy0 : rows);
+            int16_t *const d = buf + r_lo * GROUP * pitch + lead + pad_w;
+            zero_rows(buf, pitch, 0, r_lo);
+            zero_rows(buf, pitch, r_hi, rows);
+            tr[5] = r_hi - r_lo;
             for (c0 = 0; c0 < C; c0 += GROUP) {
                 const int32_t n = C - c0 < GROUP ? C - c0 : GROUP;
-                int32_t ch;
-                for (r = 0; r < rows; ++r) {
-                    const int32_t iy = iy0 + r;
-                    if (iy >= 0 && iy < in_h) {
-                        transpose_row(buf + r * GROUP * pitch + lead + pad_w, in_b + iy * in_w * C + c0, C, n,
-                                      ix_end, in_off, off2, pitch);
-                    }
-                }
-                for (ch = 0; ch < n; ++ch) {
-                    const int32_t c = c0 + ch;
-                    const int32_t mult = p->multiplier[c], shift = p->shift[c];
-                    const int32_t bias = p->bias ? p->bias[c] : 0;
-                    const int32_t dbl = bias >= -DW_BIAS_MAX && bias <= DW_BIAS_MAX;
-                    const int8_t *w = p->filter + c;
-                    /* the asm requantisation: right shift e in 1..22 (or a zero multiplier) */
-                    const int32_t e = mult == 0 ? 1 : -shift;
-                    const int fast = full && dbl && mult >= 0 && e >= 1 && e <= 22;
-                    const int16_t *t0 = buf + ch * pitch + lead;
-                    int32_t k, j;
-                    for (k = 0; k < 4; ++k) {
-                        job[k] = (int32_t)((uint32_t)bias << dbl);
-                    }
-                    for (k = 0; k < 3; ++k) {
-                        const int32_t wa = w[3 * k * C] * (1 + dbl), wb = w[(3 * k + 1) * C] * (1 + dbl);
-                        const int32_t wc = w[(3 * k + 2) * C] * (1 + dbl);
-                        job[4 + 2 * k] = pk_bb(wa, wb);
-                        job[5 + 2 * k] = pk_bb(wb, wc);
-                    }
-                    if (fast) {
-                        rqjob[2] = mult;
-                        rqjob[3] = (int32_t)((1u << (e - 1)) + ((uint32_t)p->output_offset << e));
-                        rqjob[4] = e;
-                    }
-                    for (j = 0; j < nrows; j += chunk) {
-                        const int32_t nr = nrows - j < chunk ? nrows - j : chunk;
-                        const int16_t *t = t0 + j * stride_h * GROUP * pitch;
-                        int8_t *o = out_b + ((oy + j) * out_w) * C + c;
-                        if (pair) {
-                            dw_pair_tab[stride - 1][pi](t + stride * 4 * nq, acc + 4 * nq, job,
-                                                        acc + 4 * nq + nr * out_w);
-                        }
-                        if (nq > 0) {
-                            dw_sums_tab[stride - 1][pi](t, acc, job, acc + nr * out_w);
-                        }
-                        if (fast) {
-                            rqjob[0] = nr * out_w;
-                            mdt_dw_rq(acc, o, rqjob);
-                        } else {
-                            dw_store_c(acc, nr * out_w, dbl, mult, shift, p, o);
+                const int8_t *const s = in_b + (iy0 + r_lo) * in_w * C + c0;
+                if (r_hi > r_lo) {
+                    if (n == GROUP) {
+                        dw_tr_tab[pi](d, s, tr);
+                    } else {
+                        int32_t r;
+                        for (r = 0; r < r_hi - r_lo; ++r) {
+                            transpose_row_n(d + r * GROUP * pitch, s + r * in_w * C, C, n, ix_end, in_off, pitch);
                         }
                     }
                 }
+                dw_group(p, &x, c0, n, buf + lead, out_b + oy * out_w * C + c0, nrows);
             }
         }
     }
