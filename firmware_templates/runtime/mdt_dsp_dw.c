@@ -274,43 +274,12 @@ __asm__(
     "  MDT_DW_ROWS mdt_dw_s2_32, 2, 256\n"
     "  MDT_DW_ROWS mdt_dw_s2_64, 2, 512\n"
     "  MDT_DW_ROWS mdt_dw_s2_128, 2, 1024\n"
-    /* mdt_dw_run: n channels, each its rows of sums then (job[13] = e != 0) the requantisation of
-     * [acc, end) to out, out + C, ...; then the next job, t + geo[6] bytes, out + 1. Frame: sp+0
-     * bias x 4, +16 t advance, +20 acc advance, +24 acc bytes of a row's 4-output iterations, +28
-     * end, +32 pair flag, +36 C, +40 rows routine, +44 t stride, +48 acc, +52 out, +56 job, +60 t,
-     * +64 n, +68 the rows routine's return. Requantisation: r0 acc, r1 out, r2 C, r12 3C, r4 m,
-     * r5 2^(e-1) + off 2^e, r6 e, lr the end of the 4-output iterations. */
-    "  MDT_DW_FN mdt_dw_run\n"
-    "  push {r4-r11, lr}\n"
-    "  sub sp, sp, #72\n"
-    "  ldrd r4, r5, [sp, #108]\n"
-    "  str r4, [sp, #28]\n"
-    "  str r5, [sp, #64]\n"
-    "  strd r1, r3, [sp, #48]\n"
-    "  strd r2, r0, [sp, #56]\n"
-    "  ldr r4, [r2, #40]\n"
-    "  ldm r4, {r4-r10}\n"      /* geo: t advance, acc advance, acc bytes, pair, C, rows, t stride */
-    "  add r11, sp, #16\n"
-    "  stm r11, {r4-r6}\n"
-    "  add r11, sp, #32\n"
-    "  stm r11, {r7-r10}\n"
-    "10:\n"
-    "  ldr r2, [sp, #56]\n"
-    "  ldm r2!, {r3-r6}\n"
-    "  stm sp, {r3-r6}\n"
-    "  ldm r2, {r0-r5}\n"       /* weights */
-    "  ldr r11, [sp, #60]\n"
-    "  ldr r12, [sp, #48]\n"
-    "  ldr r6, [sp, #40]\n"
-    "  blx r6\n"
-    "  ldr r2, [sp, #56]\n"
-    "  ldr r6, [r2, #52]\n"
-    "  cmp r6, #0\n"
-    "  beq 9f\n"
-    "  ldrd r4, r5, [r2, #44]\n"
-    "  ldr r2, [sp, #36]\n"
-    "  ldrd r0, r1, [sp, #48]\n"
-    "  ldr r3, [sp, #28]\n"
+    /* Requantisation of [r0, r3) (sums) to r1, r1 + r2, ... (r2 = C) with r4 m, r5 2^(e-1) +
+     * off 2^e, r6 e; a subroutine of the two drivers below (returns through sp+68 of their frames;
+     * r12 3C, lr the end of the 4-output iterations). */
+    "  .p2align 2\n"
+    "mdt_dw_rq:\n"
+    "  str lr, [sp, #68]\n"
     "  add r12, r2, r2, lsl #1\n"
     "  sub lr, r3, r0\n"
     "  bic lr, lr, #15\n"
@@ -356,9 +325,47 @@ __asm__(
     "  cmp r0, r3\n"
     "  bne 8b\n"
     "9:\n"
+    "  ldr pc, [sp, #68]\n"
+    /* mdt_dw_run: n channels from C-prepared jobs, each its rows of sums then (job[13] = e != 0)
+     * the requantisation of [acc, end) to out, out + C, ...; then the next job, t + geo[6] bytes,
+     * out + 1. Frame: sp+0 bias x 4, +16 t advance, +20 acc advance, +24 acc bytes of a row's
+     * 4-output iterations, +28 end, +32 pair flag, +36 C, +40 rows routine, +44 t stride, +48 acc,
+     * +52 out, +56 job, +60 t, +64 n, +68 the rows routine's return. */
+    "  MDT_DW_FN mdt_dw_run\n"
+    "  push {r4-r11, lr}\n"
+    "  sub sp, sp, #72\n"
+    "  ldrd r4, r5, [sp, #108]\n"
+    "  str r4, [sp, #28]\n"
+    "  str r5, [sp, #64]\n"
+    "  strd r1, r3, [sp, #48]\n"
+    "  strd r2, r0, [sp, #56]\n"
+    "  ldr r4, [r2, #40]\n"
+    "  ldm r4, {r4-r10}\n"      /* geo: t advance, acc advance, acc bytes, pair, C, rows, t stride */
+    "  add r11, sp, #16\n"
+    "  stm r11, {r4-r6}\n"
+    "  add r11, sp, #32\n"
+    "  stm r11, {r7-r10}\n"
+    "10:\n"
+    "  ldr r2, [sp, #56]\n"
+    "  ldm r2!, {r3-r6}\n"
+    "  stm sp, {r3-r6}\n"
+    "  ldm r2, {r0-r5}\n"       /* weights */
+    "  ldr r11, [sp, #60]\n"
+    "  ldr r12, [sp, #48]\n"
+    "  ldr r6, [sp, #40]\n"
+    "  blx r6\n"
+    "  ldr r2, [sp, #56]\n"
+    "  ldr r6, [r2, #52]\n"
+    "  cbz r6, 11f\n"
+    "  ldrd r4, r5, [r2, #44]\n"
+    "  ldr r2, [sp, #36]\n"
+    "  ldrd r0, r1, [sp, #48]\n"
+    "  ldr r3, [sp, #28]\n"
+    "  bl mdt_dw_rq\n"
+    "11:\n"
     "  ldr r4, [sp, #64]\n"
     "  subs r4, r4, #1\n"
-    "  beq 11f\n"
+    "  beq 12f\n"
     "  str r4, [sp, #64]\n"
     "  ldrd r5, r6, [sp, #52]\n"
     "  add r5, r5, #1\n"
@@ -369,18 +376,185 @@ __asm__(
     "  add r5, r5, r6\n"
     "  str r5, [sp, #60]\n"
     "  b 10b\n"
-    "11:\n"
+    "12:\n"
     "  add sp, sp, #72\n"
     "  pop {r4-r11, pc}\n"
     "  .size mdt_dw_run, . - mdt_dw_run\n"
+    /* mdt_dw_band(const dw_band *b): all groups of a band, the common case (full int8 range, every
+     * channel's e in 1..22, m >= 0, |bias| < 2^29). Per group the transposition (when b->tr),
+     * then per chunk of rows (its sums all in acc) and channel k: the weights (2 w0 | 2 w1),
+     * (2 w1 | 2 w2) per kernel row and 2 bias straight from the layer's arrays, the rows of sums,
+     * m, e = -shift, 2^(e-1) + off 2^e and the requantisation. The frame from sp+16 is a copy of
+     * the dw_band: +16 t advance, +20 acc advance, +24 acc bytes of a row's 4-output iterations,
+     * +28 end, +32 pair flag (the rows routine's), +36 C, +40 rows routine, +44 t stride, +48 acc,
+     * +52 channel 0's output at the chunk, +56 filter, +60 channel 0's rows at the chunk, +64 k,
+     * +68 the subroutines' return, +72 bias (or NULL), +76 multiplier, +80 shift, +84 off, +88
+     * channels, +92 transposition routine, +96 its job (or NULL), +100 its destination, +104 its
+     * source, +108 rows per chunk, +112 rows, +116 acc bytes per row, +120 t and +124 out bytes
+     * per chunk, +128 t and +132 out at the band, +136 rows left; sp+0 bias x 4. */
+    "  MDT_DW_FN mdt_dw_band\n"
+    "  push {r4-r11, lr}\n"
+    "  sub sp, sp, #144\n"
+    "  add r1, sp, #16\n"
+    "  ldm r0!, {r3-r9}\n"
+    "  stm r1!, {r3-r9}\n"
+    "  ldm r0!, {r3-r9}\n"
+    "  stm r1!, {r3-r9}\n"
+    "  ldm r0!, {r3-r9}\n"
+    "  stm r1!, {r3-r9}\n"
+    "  ldm r0!, {r3-r9}\n"
+    "  stm r1!, {r3-r9}\n"
+    "  ldm r0!, {r3-r5}\n"
+    "  stm r1!, {r3-r5}\n"
+    "30:\n"                      /* group: transposition of channels k..k+3 */
+    "  ldr r2, [sp, #96]\n"
+    "  cbz r2, 33f\n"
+    "  ldr r0, [sp, #100]\n"
+    "  ldr r1, [sp, #104]\n"
+    "  ldr r3, [sp, #64]\n"
+    "  add r1, r1, r3\n"
+    "  ldr r3, [sp, #92]\n"
+    "  blx r3\n"
+    "33:\n"
+    "  ldrd r0, r1, [sp, #128]\n"
+    "  ldr r2, [sp, #112]\n"
+    "  str r0, [sp, #60]\n"
+    "  str r1, [sp, #52]\n"
+    "  str r2, [sp, #136]\n"
+    "34:\n"                      /* chunk: end = acc + its rows x acc bytes per row */
+    "  ldrd r0, r1, [sp, #108]\n"
+    "  ldr r2, [sp, #136]\n"
+    "  cmp r2, r0\n"
+    "  it lt\n"
+    "  movlt r0, r2\n"
+    "  ldr r1, [sp, #116]\n"
+    "  ldr r2, [sp, #48]\n"
+    "  mla r0, r0, r1, r2\n"
+    "  str r0, [sp, #28]\n"
+    "10:\n"                      /* channel k */
+    "  ldr r8, [sp, #64]\n"
+    "  ldr r11, [sp, #36]\n"
+    "  ldr r12, [sp, #56]\n"
+    "  add r10, r11, r11, lsl #1\n"
+    "  add r12, r12, r8\n"
+    "  ldrsb r0, [r12]\n"
+    "  ldrsb r1, [r12, r11]\n"
+    "  ldrsb r2, [r12, r11, lsl #1]\n"
+    "  add r12, r12, r10\n"
+    "  lsl r0, r0, #1\n"
+    "  pkhbt r0, r0, r1, lsl #17\n"
+    "  lsl r1, r1, #1\n"
+    "  pkhbt r1, r1, r2, lsl #17\n"
+    "  ldrsb r2, [r12]\n"
+    "  ldrsb r3, [r12, r11]\n"
+    "  ldrsb r4, [r12, r11, lsl #1]\n"
+    "  add r12, r12, r10\n"
+    "  lsl r2, r2, #1\n"
+    "  pkhbt r2, r2, r3, lsl #17\n"
+    "  lsl r3, r3, #1\n"
+    "  pkhbt r3, r3, r4, lsl #17\n"
+    "  ldrsb r4, [r12]\n"
+    "  ldrsb r5, [r12, r11]\n"
+    "  ldrsb r6, [r12, r11, lsl #1]\n"
+    "  lsl r4, r4, #1\n"
+    "  pkhbt r4, r4, r5, lsl #17\n"
+    "  lsl r5, r5, #1\n"
+    "  pkhbt r5, r5, r6, lsl #17\n"
+    "  ldr r7, [sp, #72]\n"
+    "  mov r6, #0\n"
+    "  cbz r7, 31f\n"
+    "  ldr r6, [r7, r8, lsl #2]\n"
+    "  lsl r6, r6, #1\n"
+    "31:\n"
+    "  strd r6, r6, [sp]\n"
+    "  strd r6, r6, [sp, #8]\n"
+    "  ldr r11, [sp, #60]\n"
+    "  ldr r7, [sp, #44]\n"
+    "  and r9, r8, #3\n"
+    "  mla r11, r7, r9, r11\n"  /* t: the channel's rows in the group's buffer */
+    "  ldr r12, [sp, #48]\n"
+    "  ldr r6, [sp, #40]\n"
+    "  blx r6\n"
+    "  ldr r8, [sp, #64]\n"
+    "  ldrd r7, r9, [sp, #76]\n"
+    "  ldr r4, [r7, r8, lsl #2]\n"
+    "  ldrsb r6, [r9, r8]\n"
+    "  rsb r6, r6, #0\n"
+    "  ldr r5, [sp, #84]\n"
+    "  lsl r5, r5, r6\n"
+    "  sub r9, r6, #1\n"
+    "  mov r10, #1\n"
+    "  lsl r9, r10, r9\n"
+    "  add r5, r5, r9\n"
+    "  ldr r2, [sp, #36]\n"
+    "  ldr r0, [sp, #48]\n"
+    "  ldr r1, [sp, #52]\n"
+    "  add r1, r1, r8\n"
+    "  ldr r3, [sp, #28]\n"
+    "  bl mdt_dw_rq\n"
+    "  ldr r8, [sp, #64]\n"
+    "  add r8, r8, #1\n"
+    "  str r8, [sp, #64]\n"
+    "  tst r8, #3\n"
+    "  bne 10b\n"
+    "  ldrd r0, r1, [sp, #108]\n" /* the group's next chunk: k back 4, t and out on */
+    "  ldr r2, [sp, #136]\n"
+    "  subs r2, r2, r0\n"
+    "  ble 35f\n"
+    "  str r2, [sp, #136]\n"
+    "  sub r8, r8, #4\n"
+    "  str r8, [sp, #64]\n"
+    "  ldrd r0, r1, [sp, #120]\n"
+    "  ldr r2, [sp, #60]\n"
+    "  ldr r3, [sp, #52]\n"
+    "  add r2, r2, r0\n"
+    "  add r3, r3, r1\n"
+    "  str r2, [sp, #60]\n"
+    "  str r3, [sp, #52]\n"
+    "  b 34b\n"
+    "35:\n"
+    "  ldr r9, [sp, #88]\n"
+    "  cmp r8, r9\n"
+    "  bne 30b\n"
+    "  add sp, sp, #144\n"
+    "  pop {r4-r11, pc}\n"
+    "  .size mdt_dw_band, . - mdt_dw_band\n"
     "  .popsection\n");
 
 typedef void mdt_dw_tr_fn(int16_t *d, const int8_t *s, const int32_t *job);
-typedef void mdt_dw_rows_fn(void); /* custom convention: called by mdt_dw_run only */
+typedef void mdt_dw_rows_fn(void); /* custom convention: called by mdt_dw_run / mdt_dw_band only */
 mdt_dw_tr_fn mdt_dw_tr_16, mdt_dw_tr_32, mdt_dw_tr_64, mdt_dw_tr_128;
 mdt_dw_rows_fn mdt_dw_s1_16, mdt_dw_s1_32, mdt_dw_s1_64, mdt_dw_s1_128;
 mdt_dw_rows_fn mdt_dw_s2_16, mdt_dw_s2_32, mdt_dw_s2_64, mdt_dw_s2_128;
 void mdt_dw_run(const int16_t *t, int32_t *acc, const int32_t *job, int8_t *out, int32_t *end, int32_t n);
+
+/* mdt_dw_band's argument; its layout is the asm frame's from sp+16 */
+typedef struct {
+    int32_t tadv, aadv, grp;  /* t and acc advances per row after the 4-output iterations; their acc bytes */
+    int32_t *end;             /* the acc address after the last row */
+    int32_t pair, C;          /* a pair of outputs after each row's 4-output iterations */
+    mdt_dw_rows_fn *rows;
+    int32_t tstride;          /* bytes between a group's channels in the transposed rows */
+    int32_t *acc;
+    int8_t *out;              /* (the asm's: channel 0's output at the chunk) */
+    const int8_t *filter;
+    const int16_t *t0;        /* (the asm's: channel 0's rows at the chunk) */
+    int32_t k, ret;           /* (the asm's: channel, return) */
+    const int32_t *bias;      /* or NULL */
+    const int32_t *mult;
+    const int8_t *shift;
+    int32_t off, channels;    /* output offset; channels (a multiple of 4) */
+    mdt_dw_tr_fn *tr_fn;
+    const int32_t *tr;        /* the transposition's job (NULL: no input rows in the band) */
+    int16_t *d;               /* its destination and source (at channel 0) */
+    const int8_t *s;
+    int32_t chunk, rows_n;    /* rows per call of the rows routine (their sums all in acc); the band's */
+    int32_t row_acc, chunk_t, chunk_out; /* acc bytes per row; t and out bytes per chunk */
+    const int16_t *t_band;    /* (channel 0 at the band's first row) */
+    int8_t *out_band;
+    int32_t left;             /* (the asm's: rows left) */
+} dw_band;
+void mdt_dw_band(const dw_band *b);
 
 /* by pitch 16, 32, 64, 128 (and [stride - 1]) */
 static mdt_dw_tr_fn *const dw_tr_tab[4] = {mdt_dw_tr_16, mdt_dw_tr_32, mdt_dw_tr_64, mdt_dw_tr_128};
@@ -465,96 +639,70 @@ static void dw_store_c(const int32_t *acc, int32_t n, int32_t dbl, int32_t mult,
     }
 }
 
-/* What a call's groups share: the channels' jobs, the geometry the asm reads, the sums. */
+/* What the C path of a call's groups shares: a channel's job, the geometry the asm reads, sums. */
 typedef struct {
-    int32_t job[GROUP][DW_JOB];
+    int32_t job[DW_JOB];
     int32_t geo[7];
     int32_t acc[DW_ACC + 4];
     int32_t chunk, full, pitch, trow; /* output rows per asm call; int16 per output row */
 } dw_ctx;
 
-/* The group of n channels from c0 over nrows output rows: its jobs (bias x 4 and the packed
- * weights, both times 2 when every bias of the group allows it; then, after the geometry pointer, m,
- * 2^(e-1) + off 2^e and e for the asm requantisation, e = 0 for channels it does not take: it wants
- * the full int8 range, doubled sums, m >= 0 and a right shift e of 1..22), then the asm passes.
- * t0: channel c0's first row at the first output's first tap. */
+/* 1 when every channel takes the asm requantisation of doubled sums (the full int8 range, C a
+ * multiple of 4, m >= 0, a right shift e of 1..22, |bias| < 2^29): mdt_dw_band runs the layer. */
+static int dw_all_fast(const mdt_dwconv_params *p)
+{
+    int32_t c, bad = 0;
+    uint32_t bad_bias = 0;
+    if (p->act_min != -128 || p->act_max != 127 || (p->in_c & 3) != 0) {
+        return 0;
+    }
+    for (c = 0; c < p->in_c; ++c) {
+        const int32_t e = -p->shift[c];
+        bad |= (e - 1) | (22 - e) | p->multiplier[c]; /* a sign bit where e < 1, e > 22 or m < 0 */
+        bad_bias |= p->bias ? (uint32_t)p->bias[c] + DW_BIAS_MAX : 0u;
+    }
+    return bad >= 0 && bad_bias < 2u * DW_BIAS_MAX;
+}
+
+/* The group of n channels from c0 over nrows output rows, one channel at a time (a layer outside
+ * mdt_dw_band's case): its job (bias x 4 and the packed weights, both times 2 when every bias of
+ * the group allows it; then, after the geometry pointer, m, 2^(e-1) + off 2^e and e for the asm
+ * requantisation, e = 0 for a channel it does not take: the C requantises that one), then the asm
+ * passes per chunk of rows. t0: channel c0's first row at the first output's first tap. */
 static void dw_group(const mdt_dwconv_params *p, dw_ctx *x, int32_t c0, int32_t n, const int16_t *t0, int8_t *o0,
                      int32_t nrows)
 {
     const int32_t C = p->in_c, off = p->output_offset, out_w = p->out_w;
     const int8_t *f = p->filter + c0;
-    int32_t (*const job)[DW_JOB] = x->job;
+    int32_t *const j = x->job;
     int32_t ch, k, dbl = 1;
-    if (n == GROUP && x->full && nrows <= x->chunk) {
-        /* the common case, branch-free: four channels' taps in a word, the same pair-and-widen as
-         * the input's transposition */
-        const int32_t *const mp = p->multiplier + c0, *const bp = p->bias ? p->bias + c0 : NULL;
-        const int8_t *const sp = p->shift + c0;
-        int32_t bad = 0;
-        uint32_t bad_bias = 0;
-        for (k = 0; k < 3; ++k) {
-            const int32_t w0 = ld32(f), w1 = ld32(f + C), w2 = ld32(f + 2 * C);
-            const int32_t lo01 = pk_bb(w0, w1), hi01 = pk_tt(w0, w1), lo12 = pk_bb(w1, w2), hi12 = pk_tt(w1, w2);
-            int32_t v;
-            v = __sxtb16(lo01), job[0][4 + 2 * k] = __sadd16(v, v);
-            v = sxtb16_ror8(lo01), job[1][4 + 2 * k] = __sadd16(v, v);
-            v = __sxtb16(hi01), job[2][4 + 2 * k] = __sadd16(v, v);
-            v = sxtb16_ror8(hi01), job[3][4 + 2 * k] = __sadd16(v, v);
-            v = __sxtb16(lo12), job[0][5 + 2 * k] = __sadd16(v, v);
-            v = sxtb16_ror8(lo12), job[1][5 + 2 * k] = __sadd16(v, v);
-            v = __sxtb16(hi12), job[2][5 + 2 * k] = __sadd16(v, v);
-            v = sxtb16_ror8(hi12), job[3][5 + 2 * k] = __sadd16(v, v);
-            f += 3 * C;
-        }
-        for (ch = 0; ch < GROUP; ++ch) {
-            /* e in 1..22 and m >= 0: no sign bit in e - 1, 22 - e or m; |bias| < 2^29 */
-            const int32_t mult = mp[ch], e = -sp[ch], bias = bp ? bp[ch] : 0;
-            int32_t *const j = job[ch];
-            bad |= (e - 1) | (22 - e) | mult;
-            bad_bias |= (uint32_t)bias + DW_BIAS_MAX;
-            j[0] = j[1] = j[2] = j[3] = (int32_t)((uint32_t)bias << 1);
-            j[11] = mult;
-            j[12] = (int32_t)((1u << ((e - 1) & 31)) + ((uint32_t)off << (e & 31)));
-            j[13] = e;
-        }
-        if (bad >= 0 && bad_bias < 2u * DW_BIAS_MAX) {
-            mdt_dw_run(t0, x->acc, job[0], o0, x->acc + nrows * out_w, GROUP);
-            return;
-        }
-        f = p->filter + c0;
-    }
     if (p->bias) {
         for (ch = 0; ch < n; ++ch) {
-            const int32_t bc = p->bias[c0 + ch];
-            dbl &= (uint32_t)bc + DW_BIAS_MAX < 2u * DW_BIAS_MAX;
+            dbl &= (uint32_t)p->bias[c0 + ch] + DW_BIAS_MAX < 2u * DW_BIAS_MAX;
         }
     }
     for (ch = 0; ch < n; ++ch) {
         const int32_t c = c0 + ch, mult = p->multiplier[c], e = -p->shift[c];
-        const int32_t bias = p->bias ? (int32_t)((uint32_t)p->bias[c] << dbl) : 0;
         const int fast = x->full && dbl && mult >= 0 && (uint32_t)(e - 1) < 22u;
         const uint32_t ef = fast ? (uint32_t)e : 1u;
-        int32_t *const j = job[ch];
+        const int16_t *t = t0 + ch * x->pitch;
+        int8_t *o = o0 + ch;
+        int32_t r;
         for (k = 0; k < 3; ++k) {
             const int32_t w0 = f[3 * k * C + ch] * (1 + dbl), w1 = f[(3 * k + 1) * C + ch] * (1 + dbl);
             const int32_t w2 = f[(3 * k + 2) * C + ch] * (1 + dbl);
             j[4 + 2 * k] = pk_bb(w0, w1);
             j[5 + 2 * k] = pk_bb(w1, w2);
         }
-        j[0] = j[1] = j[2] = j[3] = bias;
+        j[0] = j[1] = j[2] = j[3] = p->bias ? (int32_t)((uint32_t)p->bias[c] << dbl) : 0;
         j[11] = mult;
         j[12] = (int32_t)((1u << (ef - 1)) + ((uint32_t)off << ef));
         j[13] = fast ? e : 0;
-    }
-    for (ch = 0; ch < n; ++ch) {
-        const int16_t *t = t0 + ch * x->pitch;
-        int8_t *o = o0 + ch;
-        int32_t r;
         for (r = 0; r < nrows; r += x->chunk) {
             const int32_t no = (nrows - r < x->chunk ? nrows - r : x->chunk) * out_w;
-            mdt_dw_run(t, x->acc, job[ch], o, x->acc + no, 1);
-            if (job[ch][13] == 0) {
-                dw_store_c(x->acc, no, dbl, p->multiplier[c0 + ch], p->shift[c0 + ch], p, o);
+            mdt_dw_run(t, x->acc, j, o, x->acc + no, 1);
+            if (!fast) {
+                dw_store_c(x->acc, no, dbl, mult, p->shift[c], p, o);
             }
             t += x->chunk * x->trow;
             o += no * C;
@@ -566,6 +714,7 @@ int mdt_dw3x3_dsp(const mdt_dwconv_params *p, const int8_t *input, int8_t *outpu
 {
     int16_t buf[DW_BUF] __attribute__((aligned(8)));
     dw_ctx x;
+    dw_band bd;
     int32_t tr[7];
     const int32_t C = p->in_c, in_h = p->in_h, in_w = p->in_w, out_h = p->out_h, out_w = p->out_w;
     const int32_t stride = p->stride_w, stride_h = p->stride_h, pad_w = p->pad_w, pad_h = p->pad_h;
@@ -584,7 +733,7 @@ int mdt_dw3x3_dsp(const mdt_dwconv_params *p, const int8_t *input, int8_t *outpu
     const int32_t rows_cap = DW_BUF / (GROUP * pitch);
     /* output rows per band: their input rows all in the buffer at once */
     const int32_t band = (rows_cap - 3) / (stride_h > 0 ? stride_h : 1) + 1;
-    int32_t b, c0, oy;
+    int32_t b, c0, oy, fast;
     if (p->k_h != 3 || p->k_w != 3 || p->depth_multiplier != 1 || p->dil_h != 1 || p->dil_w != 1 ||
         (stride != 1 && stride != 2) || stride_h < 1 || out_w < 1 || out_w > DW_ACC || out_h < 1 ||
         pad_w < 0 || ix_end < 1 || pitch > DW_COLS || ncols > pitch) {
@@ -597,20 +746,33 @@ int mdt_dw3x3_dsp(const mdt_dwconv_params *p, const int8_t *input, int8_t *outpu
         zero_cols(buf, pitch, 0, used, 0, lead + pad_w);
         zero_cols(buf, pitch, 0, used, lead + pad_w + ix_end, ncols);
     }
+    fast = dw_all_fast(p);
     x.chunk = DW_ACC / out_w;
     x.full = p->act_min == -128 && p->act_max == 127;
     x.pitch = pitch;
     x.trow = stride_h * GROUP * pitch;
-    x.geo[0] = stride_h * rs - (stride == 1 ? 8 : 16) * nq - (pair ? 4 * stride : 0);
-    x.geo[1] = 4 * out_w - 16 * nq - 8 * pair;
-    x.geo[2] = 16 * nq;
-    x.geo[3] = pair;
-    x.geo[4] = C;
-    x.geo[5] = (int32_t)(intptr_t)dw_rows_tab[stride - 1][pi];
-    x.geo[6] = 2 * pitch;
-    for (c0 = 0; c0 < GROUP; ++c0) {
-        x.job[c0][10] = (int32_t)(intptr_t)x.geo;
-    }
+    x.geo[0] = bd.tadv = stride_h * rs - (stride == 1 ? 8 : 16) * nq - (pair ? 4 * stride : 0);
+    x.geo[1] = bd.aadv = 4 * out_w - 16 * nq - 8 * pair;
+    x.geo[2] = bd.grp = 16 * nq;
+    x.geo[3] = bd.pair = pair;
+    x.geo[4] = bd.C = C;
+    bd.rows = dw_rows_tab[stride - 1][pi];
+    x.geo[5] = (int32_t)(intptr_t)bd.rows;
+    x.geo[6] = bd.tstride = 2 * pitch;
+    x.job[10] = (int32_t)(intptr_t)x.geo;
+    bd.acc = x.acc;
+    bd.filter = p->filter;
+    bd.bias = p->bias;
+    bd.mult = p->multiplier;
+    bd.shift = p->shift;
+    bd.off = p->output_offset;
+    bd.channels = C;
+    bd.tr_fn = dw_tr_tab[pi];
+    bd.chunk = x.chunk;
+    bd.row_acc = 4 * out_w;
+    bd.chunk_t = 2 * x.chunk * x.trow;
+    bd.chunk_out = x.chunk * out_w * C;
+    bd.t_band = buf + lead;
     tr[0] = C;
     tr[1] = rs - 2 * ix_end;
     tr[2] = in_w * C - ix_end * C;
@@ -628,19 +790,30 @@ int mdt_dw3x3_dsp(const mdt_dwconv_params *p, const int8_t *input, int8_t *outpu
             const int32_t r_lo = iy0 >= 0 ? 0 : (-iy0 < rows ? -iy0 : rows);
             const int32_t r_hi = in_h - iy0 < r_lo ? r_lo : (in_h - iy0 < rows ? in_h - iy0 : rows);
             int16_t *const d = buf + r_lo * GROUP * pitch + lead + pad_w;
+            const int8_t *const s = in_b + (iy0 + r_lo) * in_w * C;
             zero_rows(buf, pitch, 0, r_lo);
             zero_rows(buf, pitch, r_hi, rows);
             tr[5] = r_hi - r_lo;
+            if (fast) {
+                bd.k = 0;
+                bd.tr = r_hi > r_lo ? tr : NULL;
+                bd.d = d;
+                bd.s = s;
+                bd.rows_n = nrows;
+                bd.out_band = out_b + oy * out_w * C;
+                mdt_dw_band(&bd);
+                continue;
+            }
             for (c0 = 0; c0 < C; c0 += GROUP) {
                 const int32_t n = C - c0 < GROUP ? C - c0 : GROUP;
-                const int8_t *const s = in_b + (iy0 + r_lo) * in_w * C + c0;
                 if (r_hi > r_lo) {
                     if (n == GROUP) {
-                        dw_tr_tab[pi](d, s, tr);
+                        dw_tr_tab[pi](d, s + c0, tr);
                     } else {
                         int32_t r;
                         for (r = 0; r < r_hi - r_lo; ++r) {
-                            transpose_row_n(d + r * GROUP * pitch, s + r * in_w * C, C, n, ix_end, in_off, pitch);
+                            transpose_row_n(d + r * GROUP * pitch, s + c0 + r * in_w * C, C, n, ix_end, in_off,
+                                            pitch);
                         }
                     }
                 }
