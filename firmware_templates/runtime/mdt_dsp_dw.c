@@ -396,11 +396,11 @@ __asm__(
      * channel's e in 1..22, m >= 0, |bias| < 2^29). Per group the transposition (when b->tr),
      * then per chunk of rows (its sums all in acc) and channel k: the weights (2 w0 | 2 w1),
      * (2 w1 | 2 w2) per kernel row and 2 bias straight from the layer's arrays, the rows of sums,
-     * m, e = -shift, 2^(e-1) + off 2^e and the requantisation. The frame from sp+16 is a copy of
+     * m, e = -shift, (2 off + 1) 2^(e-1) and the requantisation. The frame from sp+16 is a copy of
      * the dw_band: +16 t advance, +20 acc advance, +24 acc bytes of a row's 4-output iterations,
      * +28 end, +32 pair flag (the rows routine's), +36 C, +40 rows routine, +44 t stride, +48 acc,
      * +52 channel 0's output at the chunk, +56 filter, +60 channel 0's rows at the chunk, +64 k,
-     * +68 the subroutines' return, +72 bias (or NULL), +76 multiplier, +80 shift, +84 off, +88
+     * +68 the subroutines' return, +72 bias (or NULL), +76 multiplier, +80 shift, +84 2 off + 1, +88
      * channels, +92 transposition routine, +96 its job (or NULL), +100 its destination, +104 its
      * source, +108 rows per chunk, +112 rows, +116 acc bytes per row, +120 t and +124 out bytes
      * per chunk, +128 t and +132 out at the band, +136 rows left; sp+0 bias x 4. */
@@ -491,13 +491,10 @@ __asm__(
     "  ldrd r7, r9, [sp, #76]\n"
     "  ldr r4, [r7, r8, lsl #2]\n"
     "  ldrsb r6, [r9, r8]\n"
-    "  rsb r6, r6, #0\n"
+    "  mvn r9, r6\n"             /* e - 1 = -shift - 1 */
     "  ldr r5, [sp, #84]\n"
-    "  lsl r5, r5, r6\n"
-    "  sub r9, r6, #1\n"
-    "  mov r10, #1\n"
-    "  lsl r9, r10, r9\n"
-    "  add r5, r5, r9\n"
+    "  lsl r5, r5, r9\n"         /* (2 off + 1) 2^(e-1) */
+    "  rsb r6, r6, #0\n"
     "  ldr r2, [sp, #36]\n"
     "  ldr r0, [sp, #48]\n"
     "  ldr r1, [sp, #52]\n"
@@ -555,7 +552,7 @@ typedef struct {
     const int32_t *bias;      /* or NULL */
     const int32_t *mult;
     const int8_t *shift;
-    int32_t off, channels;    /* output offset; channels (a multiple of 4) */
+    int32_t off21, channels;  /* 2 output offset + 1; channels (a multiple of 4) */
     mdt_dw_tr_fn *tr_fn;
     const int32_t *tr;        /* the transposition's job (NULL: no input rows in the band) */
     int16_t *d;               /* its destination and source (at channel 0) */
@@ -777,7 +774,7 @@ int mdt_dw3x3_dsp(const mdt_dwconv_params *p, const int8_t *input, int8_t *outpu
     bd.bias = p->bias;
     bd.mult = p->multiplier;
     bd.shift = p->shift;
-    bd.off = p->output_offset;
+    bd.off21 = 2 * p->output_offset + 1;
     bd.channels = C;
     bd.tr_fn = dw_tr_tab[pi];
     bd.chunk = x.chunk;
