@@ -44,6 +44,10 @@
 #define DW_BUF (GROUP * 15 * DW_COLS / 2)
 #define GROUP 4
 #define DW_ACC 124
+#define DW_DS 32 /* direct path: sums per channel (acc holds 4 channels' DW_DS) */
+#ifndef DW_DIRECT_MAX
+#define DW_DIRECT_MAX 16 /* outputs per channel up to which the direct path runs the layer */
+#endif
 #define DW_JOB 14 /* bias x 4, 6 weights, geometry pointer, m, 2^(e-1) + off 2^e, e */
 #define DW_BIAS_MAX (1u << 29) /* |bias| under this is doubled; larger biases take the C requantisation */
 
@@ -528,6 +532,203 @@ __asm__(
     "  add sp, sp, #144\n"
     "  pop {r4-r11, pc}\n"
     "  .size mdt_dw_band, . - mdt_dw_band\n"
+    /* The direct path, for few outputs per channel: mdt_dw_direct_s<stride>(const dw_direct *d)
+     * runs every group of 4 channels over the whole output: the input rows of the group
+     * channel-interleaved into the buffer (per column the words (c0 | c2), (c1 | c3) of the input +
+     * offset; the C zeroed the padding), the doubled weights (w0 | w2), (w1 | w3) of each tap and
+     * the doubled biases into the frame, then per output pixel 9 taps of one LDRD of the pixel, one
+     * of the weights and 4 SMLAxy (channel ch's sums at acc + 128 ch), then the requantisation of
+     * the 4 channels (m, e = -shift, (2 off + 1) 2^(e-1) from the layer's arrays). Frame: sp+0
+     * bias x 4, +16 the weights (9 x 2 words; the requantisation's return slot +68 among them,
+     * free by then), +88 rows left, +92 the current buffer row, +96 the channel being requantised,
+     * +100 the end of channel 0's sums, +104 a copy of the dw_direct. */
+    "  .macro MDT_DW_DTAP base, woff, xoff, post\n"
+    "  .if \\post\n"
+    "  ldrd r4, r5, [\\base], #\\xoff\n"
+    "  .else\n"
+    "  ldrd r4, r5, [\\base, #\\xoff]\n"
+    "  .endif\n"
+    "  ldrd r6, r7, [sp, #\\woff]\n"
+    "  smlabb r0, r4, r6, r0\n"
+    "  smlatt r2, r4, r6, r2\n"
+    "  smlabb r1, r5, r7, r1\n"
+    "  smlatt r3, r5, r7, r3\n"
+    "  .endm\n"
+    /* one kernel row's 3 taps' weights from r0 (r2 = C), doubled, to r1 */
+    "  .macro MDT_DW_DW3\n"
+    "  ldr r4, [r0]\n"
+    "  ldr r6, [r0, r2]\n"
+    "  ldr r8, [r0, r2, lsl #1]\n"
+    "  add r0, r0, r3\n"
+    "  sxtb16 r5, r4, ror #8\n"
+    "  sxtb16 r4, r4\n"
+    "  sxtb16 r7, r6, ror #8\n"
+    "  sxtb16 r6, r6\n"
+    "  sxtb16 r9, r8, ror #8\n"
+    "  sxtb16 r8, r8\n"
+    "  sadd16 r4, r4, r4\n"
+    "  sadd16 r5, r5, r5\n"
+    "  sadd16 r6, r6, r6\n"
+    "  sadd16 r7, r7, r7\n"
+    "  sadd16 r8, r8, r8\n"
+    "  sadd16 r9, r9, r9\n"
+    "  stm r1!, {r4-r9}\n"
+    "  .endm\n"
+    "  .macro MDT_DW_DIRECT name, STEP\n"
+    "  MDT_DW_FN \\name\n"
+    "  push {r4-r11, lr}\n"
+    "  sub sp, sp, #192\n"
+    "  add r1, sp, #104\n"
+    "  ldm r0!, {r2-r8}\n"
+    "  stm r1!, {r2-r8}\n"
+    "  ldm r0!, {r2-r8}\n"
+    "  stm r1!, {r2-r8}\n"
+    "  ldm r0!, {r2-r8}\n"
+    "  stm r1!, {r2-r8}\n"
+    "50:\n"                     /* group k: its input rows */
+    "  ldr r0, [sp, #160]\n"
+    "  ldr r3, [sp, #184]\n"
+    "  add r0, r0, r3\n"
+    "  ldr r1, [sp, #168]\n"
+    "  ldr r2, [sp, #132]\n"
+    "  ldr r10, [sp, #180]\n"
+    "  ldr r12, [sp, #172]\n"
+    "  cmp r12, #0\n"
+    "  beq 55f\n"
+    "51:\n"
+    "  ldr r4, [sp, #176]\n"
+    "  mov r5, r0\n"
+    "  mov r6, r1\n"
+    "  subs r4, r4, #2\n"
+    "  blt 53f\n"
+    "52:\n"
+    "  ldr r7, [r5]\n"
+    "  ldr r8, [r5, r2]\n"
+    "  add r5, r5, r2, lsl #1\n"
+    "  sxtab16 r9, r10, r7\n"
+    "  sxtab16 r7, r10, r7, ror #8\n"
+    "  sxtab16 r11, r10, r8\n"
+    "  sxtab16 r8, r10, r8, ror #8\n"
+    "  strd r9, r7, [r6], #8\n"
+    "  strd r11, r8, [r6], #8\n"
+    "  subs r4, r4, #2\n"
+    "  bge 52b\n"
+    "53:\n"
+    "  adds r4, r4, #2\n"
+    "  beq 54f\n"
+    "  ldr r7, [r5]\n"
+    "  sxtab16 r9, r10, r7\n"
+    "  sxtab16 r7, r10, r7, ror #8\n"
+    "  strd r9, r7, [r6]\n"
+    "54:\n"
+    "  ldr r4, [sp, #164]\n"
+    "  add r0, r0, r4\n"
+    "  ldr r4, [sp, #108]\n"
+    "  add r1, r1, r4\n"
+    "  subs r12, r12, #1\n"
+    "  bne 51b\n"
+    "55:\n"                     /* its weights and biases */
+    "  ldr r0, [sp, #136]\n"
+    "  ldr r2, [sp, #184]\n"
+    "  add r0, r0, r2\n"
+    "  ldr r2, [sp, #132]\n"
+    "  add r3, r2, r2, lsl #1\n"
+    "  add r1, sp, #16\n"
+    "  MDT_DW_DW3\n"
+    "  MDT_DW_DW3\n"
+    "  MDT_DW_DW3\n"
+    "  ldr r0, [sp, #140]\n"
+    "  movs r4, #0\n"
+    "  movs r5, #0\n"
+    "  movs r6, #0\n"
+    "  movs r7, #0\n"
+    "  cbz r0, 56f\n"
+    "  ldr r2, [sp, #184]\n"
+    "  add r0, r0, r2, lsl #2\n"
+    "  ldm r0, {r4-r7}\n"
+    "  lsl r4, r4, #1\n"
+    "  lsl r5, r5, #1\n"
+    "  lsl r6, r6, #1\n"
+    "  lsl r7, r7, #1\n"
+    "56:\n"
+    "  stm sp, {r4-r7}\n"
+    "  ldr r2, [sp, #104]\n"    /* its sums: rows of output pixels */
+    "  ldr r5, [sp, #116]\n"
+    "  ldr r11, [sp, #124]\n"
+    "  str r2, [sp, #92]\n"
+    "  str r5, [sp, #88]\n"
+    "40:\n"
+    "  ldr r8, [sp, #92]\n"
+    "  ldr lr, [sp, #108]\n"
+    "  add r9, r8, lr\n"
+    "  add r10, r9, lr\n"
+    "  ldr lr, [sp, #120]\n"
+    "  add r12, r11, lr\n"
+    "1:\n"
+    "  ldm sp, {r0-r3}\n"
+    "  MDT_DW_DTAP r8, 16, \\STEP, 1\n"
+    "  MDT_DW_DTAP r8, 24, (8 - \\STEP), 0\n"
+    "  MDT_DW_DTAP r8, 32, (16 - \\STEP), 0\n"
+    "  MDT_DW_DTAP r9, 40, \\STEP, 1\n"
+    "  MDT_DW_DTAP r9, 48, (8 - \\STEP), 0\n"
+    "  MDT_DW_DTAP r9, 56, (16 - \\STEP), 0\n"
+    "  MDT_DW_DTAP r10, 64, \\STEP, 1\n"
+    "  MDT_DW_DTAP r10, 72, (8 - \\STEP), 0\n"
+    "  MDT_DW_DTAP r10, 80, (16 - \\STEP), 0\n"
+    "  str r1, [r11, #128]\n"
+    "  str r2, [r11, #256]\n"
+    "  str r3, [r11, #384]\n"
+    "  str r0, [r11], #4\n"
+    "  cmp r11, r12\n"
+    "  bne 1b\n"
+    "  ldr r0, [sp, #88]\n"
+    "  subs r0, r0, #1\n"
+    "  beq 41f\n"
+    "  str r0, [sp, #88]\n"
+    "  ldr r8, [sp, #92]\n"
+    "  ldr lr, [sp, #112]\n"
+    "  add r8, r8, lr\n"
+    "  str r8, [sp, #92]\n"
+    "  b 40b\n"
+    "41:\n"                     /* requantisation of channels k..k+3 */
+    "  str r11, [sp, #100]\n"
+    "  mov r10, #0\n"
+    "  str r10, [sp, #96]\n"
+    "42:\n"
+    "  ldr r8, [sp, #184]\n"
+    "  add r8, r8, r10\n"       /* c */
+    "  ldrd r7, r9, [sp, #144]\n"
+    "  ldr r4, [r7, r8, lsl #2]\n"
+    "  ldrsb r6, [r9, r8]\n"
+    "  mvn r9, r6\n"
+    "  ldr r5, [sp, #152]\n"
+    "  lsl r5, r5, r9\n"
+    "  rsb r6, r6, #0\n"
+    "  ldr r0, [sp, #124]\n"
+    "  add r0, r0, r10, lsl #7\n"
+    "  ldr r3, [sp, #100]\n"
+    "  add r3, r3, r10, lsl #7\n"
+    "  ldr r1, [sp, #128]\n"
+    "  add r1, r1, r8\n"
+    "  ldr r2, [sp, #132]\n"
+    "  bl mdt_dw_rq\n"
+    "  ldr r10, [sp, #96]\n"
+    "  add r10, r10, #1\n"
+    "  str r10, [sp, #96]\n"
+    "  cmp r10, #4\n"
+    "  bne 42b\n"
+    "  ldr r8, [sp, #184]\n"    /* next group */
+    "  ldr r9, [sp, #156]\n"
+    "  add r8, r8, #4\n"
+    "  str r8, [sp, #184]\n"
+    "  cmp r8, r9\n"
+    "  bne 50b\n"
+    "  add sp, sp, #192\n"
+    "  pop {r4-r11, pc}\n"
+    "  .size \\name, . - \\name\n"
+    "  .endm\n"
+    "  MDT_DW_DIRECT mdt_dw_direct_s1, 8\n"
+    "  MDT_DW_DIRECT mdt_dw_direct_s2, 16\n"
     "  .popsection\n");
 
 typedef void mdt_dw_tr_fn(int16_t *d, const int8_t *s, const int32_t *job);
@@ -565,6 +766,29 @@ typedef struct {
 } dw_band;
 void mdt_dw_band(const dw_band *b);
 
+/* The direct path's argument (mdt_dw_direct_s1 / _s2); its layout is the asm frame's from sp+104 */
+typedef struct {
+    const int16_t *buf;       /* the first buffer row (4 int16 per column) */
+    int32_t rb, row_step;     /* bytes per buffer row; per output row */
+    int32_t nrows, ow4;       /* output rows; 4 out_w */
+    int32_t *acc;             /* channel ch's sums at acc + DW_DS ch */
+    int8_t *out;              /* channel 0's output */
+    int32_t C;
+    const int8_t *filter;
+    const int32_t *bias;      /* or NULL */
+    const int32_t *mult;
+    const int8_t *shift;
+    int32_t off21, channels;  /* 2 output offset + 1; channels (a multiple of 4) */
+    const int8_t *src;        /* the first input row in the buffer, channel 0 */
+    int32_t src_row;          /* bytes per input row */
+    int16_t *dst;             /* its place in the buffer (column pad_w) */
+    int32_t trows, tpx;       /* input rows and pixels per row to the buffer */
+    int32_t off2;             /* input offset in both halves */
+    int32_t k;                /* (the asm's: the group's first channel) */
+} dw_direct;
+void mdt_dw_direct_s1(const dw_direct *d);
+void mdt_dw_direct_s2(const dw_direct *d);
+
 /* by pitch 16, 32, 64, 128 (and [stride - 1]) */
 static mdt_dw_tr_fn *const dw_tr_tab[4] = {mdt_dw_tr_16, mdt_dw_tr_32, mdt_dw_tr_64, mdt_dw_tr_128};
 static mdt_dw_rows_fn *const dw_rows_tab[2][4] = {
@@ -578,6 +802,12 @@ static inline int32_t pk_bb(int32_t a, int32_t b)
     int32_t r;
     __asm__("pkhbt %0, %1, %2, lsl #16" : "=r"(r) : "r"(a), "r"(b));
     return r;
+}
+
+/* two words to a word-aligned address in one STRD */
+static inline void st64(int16_t *d, int32_t a, int32_t b)
+{
+    __asm__ volatile("strd %1, %2, [%0]" : : "r"(d), "r"(a), "r"(b) : "memory");
 }
 
 /* (top half of a, top half of b) in one PKHTB */
@@ -658,17 +888,24 @@ typedef struct {
 
 /* 1 when every channel takes the asm requantisation of doubled sums (the full int8 range, C a
  * multiple of 4, m >= 0, a right shift e of 1..22, |bias| < 2^29): mdt_dw_band runs the layer. */
-static int dw_all_fast(const mdt_dwconv_params *p)
+static __attribute__((noinline)) int dw_all_fast(const mdt_dwconv_params *p)
 {
-    int32_t c, bad = 0;
+    const int8_t *sh = p->shift, *const end = p->shift + p->in_c;
+    const int32_t *m = p->multiplier, *bias = p->bias;
+    int32_t bad = 0;
     uint32_t bad_bias = 0;
     if (p->act_min != -128 || p->act_max != 127 || (p->in_c & 3) != 0) {
         return 0;
     }
-    for (c = 0; c < p->in_c; ++c) {
-        const int32_t e = -p->shift[c];
-        bad |= (e - 1) | (22 - e) | p->multiplier[c]; /* a sign bit where e < 1, e > 22 or m < 0 */
-        bad_bias |= p->bias ? (uint32_t)p->bias[c] + DW_BIAS_MAX : 0u;
+    for (; sh != end; ++sh, ++m) {
+        const int32_t e = -*sh;
+        bad |= (e - 1) | (22 - e) | *m; /* a sign bit where e < 1, e > 22 or m < 0 */
+    }
+    if (bias) {
+        const int32_t *const bend = bias + p->in_c;
+        for (; bias != bend; ++bias) {
+            bad_bias |= (uint32_t)*bias + DW_BIAS_MAX;
+        }
     }
     return bad >= 0 && bad_bias < 2u * DW_BIAS_MAX;
 }
@@ -719,6 +956,60 @@ static void dw_group(const mdt_dwconv_params *p, dw_ctx *x, int32_t c0, int32_t 
     }
 }
 
+/* The direct path (mdt_dw_direct_s*): layers of at most DW_DIRECT_MAX outputs per channel, all
+ * channels in the fast requantisation's case; the whole output at once. */
+static int dw_direct_layer(const mdt_dwconv_params *p, const int8_t *input, int8_t *output, int16_t *buf,
+                           int32_t *acc)
+{
+    dw_direct d;
+    const int32_t C = p->in_c, in_h = p->in_h, in_w = p->in_w, out_h = p->out_h, out_w = p->out_w;
+    const int32_t stride = p->stride_w, stride_h = p->stride_h, pad_w = p->pad_w;
+    const int32_t ncols = (out_w - 1) * stride + 3, rows = (out_h - 1) * stride_h + 3;
+    const int32_t ix_end = ncols - pad_w < in_w ? ncols - pad_w : in_w;
+    const int32_t iy0 = -p->pad_h, r_lo = iy0 >= 0 ? 0 : (-iy0 < rows ? -iy0 : rows);
+    const int32_t r_hi = in_h - iy0 < r_lo ? r_lo : (in_h - iy0 < rows ? in_h - iy0 : rows);
+    int32_t b;
+    if (ix_end < 1 || rows * ncols * GROUP > DW_BUF) {
+        return 0;
+    }
+    d.buf = buf;
+    d.rb = 8 * ncols;
+    d.row_step = stride_h * d.rb;
+    d.nrows = out_h;
+    d.ow4 = 4 * out_w;
+    d.acc = acc;
+    d.C = C;
+    d.filter = p->filter;
+    d.bias = p->bias;
+    d.mult = p->multiplier;
+    d.shift = p->shift;
+    d.off21 = 2 * p->output_offset + 1;
+    d.channels = C;
+    d.src_row = in_w * C;
+    d.dst = buf + (r_lo * ncols + pad_w) * GROUP;
+    d.trows = r_hi - r_lo;
+    d.tpx = ix_end;
+    d.off2 = (int32_t)(((uint32_t)(uint16_t)p->input_offset << 16) | (uint16_t)p->input_offset);
+    /* padding (the columns and rows no input lands on) stays 0 */
+    {
+        int32_t *q = (int32_t *)(void *)buf;
+        int32_t *const end = q + rows * ncols * 2;
+        while (q != end) {
+            q[0] = 0;
+            q[1] = 0;
+            q += 2;
+            __asm__("" : "+r"(q)); /* a few stores: no memset call */
+        }
+    }
+    for (b = 0; b < p->batches; ++b) {
+        d.src = input + (b * in_h + iy0 + r_lo) * in_w * C;
+        d.out = output + b * out_h * out_w * C;
+        d.k = 0;
+        (stride == 1 ? mdt_dw_direct_s1 : mdt_dw_direct_s2)(&d);
+    }
+    return 1;
+}
+
 int mdt_dw3x3_dsp(const mdt_dwconv_params *p, const int8_t *input, int8_t *output)
 {
     int16_t buf[DW_BUF] __attribute__((aligned(8)));
@@ -748,6 +1039,10 @@ int mdt_dw3x3_dsp(const mdt_dwconv_params *p, const int8_t *input, int8_t *outpu
         pad_w < 0 || ix_end < 1 || pitch > DW_COLS || ncols > pitch) {
         return 0;
     }
+    fast = dw_all_fast(p);
+    if (fast && out_h * out_w <= DW_DIRECT_MAX && dw_direct_layer(p, input, output, buf, x.acc)) {
+        return 1;
+    }
     {
         /* the padding columns of the rows in use: zero for the whole call (the transposes only
          * write the others) */
@@ -755,7 +1050,6 @@ int mdt_dw3x3_dsp(const mdt_dwconv_params *p, const int8_t *input, int8_t *outpu
         zero_cols(buf, pitch, 0, used, 0, lead + pad_w);
         zero_cols(buf, pitch, 0, used, lead + pad_w + ix_end, ncols);
     }
-    fast = dw_all_fast(p);
     x.chunk = DW_ACC / out_w;
     x.full = p->act_min == -128 && p->act_max == 127;
     x.pitch = pitch;
