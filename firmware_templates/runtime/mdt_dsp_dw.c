@@ -2,17 +2,22 @@
  * mdt_dsp_dw.c - Cortex-M4 fast path of DEPTHWISE_CONV_2D for 3x3 kernels (depth multiplier 1, no
  * dilation, horizontal stride 1 or 2), bit-exact with TFLite's reference DepthwiseConvPerChannel.
  *
- * Per band of output rows and group of 4 channels, the input rows the band reads are transposed
- * once into a bounded stack buffer of int16 (row-major: [row][channel][column], input offset added,
- * padding as 0, which is what a padded tap contributes in the reference). Then, per channel, two asm
- * passes:
- *  - sums: four adjacent outputs per iteration (stride 1: 3 word loads and 8 multiply-accumulates
- *    per kernel row, the packed weight pairs (w0|w1) and (w1|w2) covering the odd third tap with
- *    SMLABT / SMLATB; stride 2: 5 loads and 8 MACs), 36 MACs in 37 or 43 instructions, and a
- *    pair-of-outputs pass for widths of 4k + 1 or 4k + 2;
- *  - requantisation of the band's sums, four outputs per iteration in six instructions each.
- * Sums are the reference's integers in another order, doubled (weights and bias times 2: the fast
- * requantisation below wants 2x).
+ * Two layouts of the input in a bounded stack buffer of int16 (input offset added, padding as 0,
+ * which is what a padded tap contributes in the reference):
+ *  - transposed rows, [row][channel][column] for a group of 4 channels (the band's rows transposed
+ *    once per group, 4 pixels in 23 instructions). Per channel, asm sums of four adjacent outputs
+ *    per iteration (stride 1: 3 word loads and 8 multiply-accumulates per kernel row, the weight
+ *    pairs (w0|w1) and (w1|w2) covering the odd third tap with SMLABT / SMLATB; stride 2: 5 loads
+ *    and 8 MACs): 36 MACs in 37 or 43 instructions, a pair of outputs after them for widths 4k + 1,
+ *    4k + 2; then the asm requantisation of the sums, 5 instructions an output;
+ *  - channel-interleaved rows (per column the words (c0|c2), (c1|c3)) for layers of at most
+ *    DW_DIRECT_MAX outputs per channel (row-wise calls, 3x3 outputs), where per-channel setup would
+ *    dominate: per output pixel and tap one LDRD of the 4 channels, one of their weights and 4
+ *    SMLAxy, for 4 channels at once.
+ * Where every channel takes the fast requantisation, one asm routine runs all groups (weights,
+ * biases and constants read from the layer's arrays); otherwise the C prepares a job per channel.
+ * Sums are the reference's integers in another order, doubled (weights and bias times 2: the
+ * requantisation wants 2x).
  *
  * Requantisation (why it is exact): for m > 0, srdhm(x, m) == floor((2x m + 2^31) / 2^32) (see
  * mdt_dsp_rq.h), which SMMLAR computes, accumulating Ra 2^32 in the same exact 64-bit sum. The
@@ -27,8 +32,6 @@
 #include "mdt_dsp.h"
 
 #if MDT_DSP
-
-#include <string.h>
 
 #include "mdt_dsp_rq.h"
 #include "mdt_fixedpoint.h"
@@ -51,26 +54,17 @@
 #define DW_JOB 14 /* bias x 4, 6 weights, geometry pointer, m, 2^(e-1) + off 2^e, e */
 #define DW_BIAS_MAX (1u << 29) /* |bias| under this is doubled; larger biases take the C requantisation */
 
-/* ---------------------------------------------------------------------------------------------- */
-/* asm passes (all AAPCS functions; RS, the bytes between a channel's rows, is an immediate of each
- * pitch's copy).
- * Transposition of a band's rows for 4 channels:
- *   void mdt_dw_tr_<pitch>(int16_t *d, const int8_t *s, const int32_t *job)
- *   job {C, d advance, s advance per row, bytes of 4-pixel blocks per row, 1: a 2-pixel block,
- *        2: a last pixel, rows, offset in both halves}
- * Sums (t: the channel's first row at the first output's first tap; the acc address after the
- * last row):
- *   void mdt_dw_s<stride>_<pitch>(const int16_t *t, int32_t *acc, const int32_t *job, int32_t *end)
- * four outputs per iteration over geo[2] / 16 iterations per row, rows until acc == end;
- *   void mdt_dw_s<stride>p_<pitch>(...)
- * one pair per row (t and acc at the pair). job: bias x 4 (doubled), the packed weights
- * (w0|w1, w1|w2) of kernel rows 0, 1, 2, and a pointer to geo {t and acc advances per row after
- * the 4-output iterations, the acc bytes of those iterations, t and acc advances per pair row}.
- * Requantisation: void mdt_dw_rq(const int32_t *acc, int8_t *out, const int32_t *job, int32_t n)
- * with job {C, m, 2^(e-1) + off 2^e, e}: n outputs to out, out + C, ... */
-/* ---------------------------------------------------------------------------------------------- */
-#define MDT_DW_FN(name) "  .p2align 2\n  .global " name "\n  .hidden " name "\n  .type " name ", %function\n" \
-    "  .thumb_func\n" name ":\n"
+/* asm routines (RS, the bytes between a channel's rows, and P, the pitch, are immediates of each
+ * pitch's copy):
+ *   void mdt_dw_tr_<P>(int16_t *d, const int8_t *s, const int32_t *job): a band's input rows of 4
+ *     channels to transposed rows; job {C, d advance, s advance per row, bytes of 4-pixel blocks
+ *     per row, 1: a 2-pixel block, 2: a last pixel, rows, offset in both halves};
+ *   mdt_dw_s<stride>_<P>: one channel's rows of sums (custom convention, on the frame of the two
+ *     drivers below);
+ *   mdt_dw_rq: the requantisation of one channel's sums (a subroutine of the drivers);
+ *   void mdt_dw_run(t, acc, job, out, end, n): n channels from C-prepared jobs (the C path);
+ *   void mdt_dw_band(const dw_band *b): all groups of a band, every channel in the fast case;
+ *   void mdt_dw_direct_s<stride>(const dw_direct *d): the direct path, the whole layer. */
 __asm__(
     "  .pushsection .text.mdt_dw_asm,\"ax\",%progbits\n"
     "  .syntax unified\n"
