@@ -20,15 +20,15 @@
 /* Largest im2col depth (k_h * k_w * in_c) and FC input depth the stack scratch holds. Stack use of
  * the fast paths at the defaults (each its own frame, never nested): conv 6 pixels x 161 groups x 8
  * bytes of widened im2col + a 768-byte short-pass buffer = 8.5 KB; conv over few input channels 4.3 KB
- * of widened rows and patches; small-depth conv 2.3 KB; depthwise 8 KB of transposed rows + 0.5 KB
+ * of widened rows and patches; small-depth conv 2.3 KB; depthwise 7.5 KB of transposed rows + 0.5 KB
  * of sums; ADD 2 KB of tables; FC 1.3 KB. Static (kept between the calls of a layer run row by
  * row): the conv's 128-channel constant table, 2 KB, and 5 KB of widened few-channel weights. */
 #ifndef MDT_DSP_MAX_K
 #define MDT_DSP_MAX_K 640
 #endif
 
-/* Columns of the depthwise fast path's transposed rows (its stack buffer is 4 channels x 8 rows of
- * this many int16, 8 KB at the default); wider output rows take the general DSP path. */
+/* Columns of the depthwise fast path's transposed rows (its stack buffer is 4 channels x 7.5 rows of
+ * this many int16, 7.5 KB at the default); wider output rows take the general DSP path. */
 #ifndef MDT_DSP_DW_COLS
 #define MDT_DSP_DW_COLS 128
 #endif
