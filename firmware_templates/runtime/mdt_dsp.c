@@ -380,19 +380,36 @@ static __attribute__((noinline)) void chan_table_fill(chan_t *t, const mdt_conv_
 
 /* The last chunk's table, kept between calls: a layer run row by row (mdt_conv2d_rows) calls the
  * kernel once per output row with the same constants, and rebuilding the table every row cost up to
- * 8 % of a model (KWS). Keyed by the layer's multiplier array (each layer has its own, in flash) and
- * the chunk; static, so the kernels are not reentrant (the firmware runs one inference at a time). */
+ * 8 % of a model (KWS). Keyed by everything the table is made of (the layer's arrays, in flash, and
+ * the fields chan_table_fill reads); static, so the kernels are not reentrant (the firmware runs one
+ * inference at a time). */
 static chan_t chunk_table[CHUNK_OC];
-static const int32_t *chunk_key;
-static int32_t chunk_oc0 = -1, chunk_n;
+static struct {
+    const int32_t *multiplier, *bias;
+    const int8_t *shift;
+    const uint8_t *zero_rows;
+    int32_t oc0, n, out_c, depth, output_offset, act_min, act_max;
+} chunk_key = {NULL, NULL, NULL, NULL, -1, 0, 0, 0, 0, 0, 0};
 
 static const chan_t *chan_table(const mdt_conv_params *p, int32_t oc0, int32_t n)
 {
-    if (chunk_key != p->multiplier || chunk_oc0 != oc0 || chunk_n != n) {
+    const int32_t depth = p->k_h * p->k_w * p->in_c;
+    if (chunk_key.multiplier != p->multiplier || chunk_key.bias != p->bias || chunk_key.shift != p->shift ||
+        chunk_key.zero_rows != p->zero_rows || chunk_key.oc0 != oc0 || chunk_key.n != n ||
+        chunk_key.out_c != p->out_c || chunk_key.depth != depth || chunk_key.output_offset != p->output_offset ||
+        chunk_key.act_min != p->act_min || chunk_key.act_max != p->act_max) {
         chan_table_fill(chunk_table, p, oc0, n);
-        chunk_key = p->multiplier;
-        chunk_oc0 = oc0;
-        chunk_n = n;
+        chunk_key.multiplier = p->multiplier;
+        chunk_key.bias = p->bias;
+        chunk_key.shift = p->shift;
+        chunk_key.zero_rows = p->zero_rows;
+        chunk_key.oc0 = oc0;
+        chunk_key.n = n;
+        chunk_key.out_c = p->out_c;
+        chunk_key.depth = depth;
+        chunk_key.output_offset = p->output_offset;
+        chunk_key.act_min = p->act_min;
+        chunk_key.act_max = p->act_max;
     }
     return chunk_table;
 }
@@ -989,7 +1006,7 @@ static inline void nat_gather(int16_t *slot, const int16_t *const *rows, int32_t
  * once per output row); word aligned for LDRD. */
 static int16_t nat_wbuf[NAT_W_HALF] __attribute__((aligned(4)));
 static const int8_t *nat_w_key;
-static int32_t nat_w_oc0 = -1, nat_w_n;
+static int32_t nat_w_oc0 = -1, nat_w_n, nat_w_depth;
 
 /* Two ways to hold the widened input: the whole image when it fits in the buffer (widened once per
  * call, passes run across output rows), else the k_h rows of one output row (widened per row). */
@@ -1028,7 +1045,7 @@ static int conv_nat(const mdt_conv_params *p, const int8_t *input, int8_t *outpu
             const int32_t n = p->out_c - oc0 < per_chunk ? p->out_c - oc0 : per_chunk;
             int32_t i, pix;
             const chan_t *const table = chan_table(p, oc0, n);
-            if (nat_w_key != p->filter || nat_w_oc0 != oc0 || nat_w_n != n) {
+            if (nat_w_key != p->filter || nat_w_oc0 != oc0 || nat_w_n != n || nat_w_depth != depth) {
                 for (i = 0; i < n; ++i) {
                     int16_t *wr = nat_wbuf + i * 4 * ng;
                     widen_nat(wr, p->filter + (oc0 + i) * depth, depth, 0, 0);
@@ -1037,6 +1054,7 @@ static int conv_nat(const mdt_conv_params *p, const int8_t *input, int8_t *outpu
                 nat_w_key = p->filter;
                 nat_w_oc0 = oc0;
                 nat_w_n = n;
+                nat_w_depth = depth;
             }
             for (pix = 0; pix < npix_total;) {
                 /* a pass: up to PIX pixels, within one output row unless the whole image is held */
