@@ -177,12 +177,19 @@ static inline void zero_groups(uint32_t *dst, int32_t n4)
                      :                                                                                      \
                      : "cc", "memory")
 
-static inline __attribute__((always_inline)) void mac6(const uint32_t *x, const int8_t *w, int32_t ng,
-                                                       int32_t *a)
+/* mac6 over the interleaved scratch and the layer's int8 weights (natural == 0), or over conv_nat's
+ * pixel-major scratch and weights widened to natural int16 pairs (natural == 1, a constant at each
+ * call site). */
+static inline __attribute__((always_inline)) void mac6_any(const void *x, const void *w, int32_t ng, int32_t *a,
+                                                           const int natural)
 {
     int32_t a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3], a4 = a[4], a5 = a[5];
     int32_t wa, wb, x0, x1;
-    MAC6_LOOP(MAC6_W8, MAC6_X);
+    if (natural) {
+        MAC6_LOOP(MAC6_W16, MAC6_XN);
+    } else {
+        MAC6_LOOP(MAC6_W8, MAC6_X);
+    }
     a[0] = a0;
     a[1] = a1;
     a[2] = a2;
@@ -191,19 +198,14 @@ static inline __attribute__((always_inline)) void mac6(const uint32_t *x, const 
     a[5] = a5;
 }
 
-/* mac6 over weights widened to natural int16 pairs and conv_nat's pixel-major scratch. */
-static inline __attribute__((always_inline)) void mac6n(const int16_t *x, const int16_t *w, int32_t ng,
-                                                        int32_t *a)
+static inline __attribute__((always_inline)) void mac6(const uint32_t *x, const int8_t *w, int32_t ng, int32_t *a)
 {
-    int32_t a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3], a4 = a[4], a5 = a[5];
-    int32_t wa, wb, x0, x1;
-    MAC6_LOOP(MAC6_W16, MAC6_XN);
-    a[0] = a0;
-    a[1] = a1;
-    a[2] = a2;
-    a[3] = a3;
-    a[4] = a4;
-    a[5] = a5;
+    mac6_any(x, w, ng, a, 0);
+}
+
+static inline __attribute__((always_inline)) void mac6n(const int16_t *x, const int16_t *w, int32_t ng, int32_t *a)
+{
+    mac6_any(x, w, ng, a, 1);
 }
 
 /* 4 / 2 / 1 pixels x one output channel over `ng` >= 1 groups of 4 depth elements; the loop count

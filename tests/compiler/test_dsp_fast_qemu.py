@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from .op_cases import _act, conv, dense, depthwise
-from .test_dsp_qemu import _run
+from .test_dsp_qemu import _run, run_bit_exact
 from .tflite_models import convert, reference, tf, weights
 
 # (h, w, channels, depth multiplier, kernel, stride, padding, dilation, activation). Channel counts
@@ -97,11 +97,7 @@ def test_fast_path_bit_exact_in_qemu(name, model_dir, tmp_path):
     recipe, args = FAST_CASES[name]
     fn, shapes = recipe(name, *args)
     path = convert(fn, shapes, model_dir, name)
-    x, run = _run(path, tmp_path, seed=len(name) + 7)
-    expected = reference(path, [x])[0].reshape(-1)
-    assert run.output.shape == expected.shape
-    diff = int(np.count_nonzero(run.output != expected))
-    assert diff == 0, f"{name}: {diff} bytes differ from BUILTIN_REF"
+    run_bit_exact(path, tmp_path, seed=len(name) + 7)
 
 
 def test_fast_depthwise_is_cheaper_than_naive(model_dir, tmp_path):

@@ -41,15 +41,21 @@ def _run(path: Path, work: Path, seed: int, defines: tuple[str, ...] = ()):
     return x, run_bench_image(board, fw, len(plan["graphs"][0]["layers"]), limit_s=60)
 
 
+def run_bit_exact(path: Path, work: Path, seed: int):
+    """Run ``path`` in QEMU on a seeded input and assert every output byte equals BUILTIN_REF's."""
+    x, run = _run(path, work, seed=seed)
+    expected = reference(path, [x])[0].reshape(-1)
+    assert run.output.shape == expected.shape
+    diff = int(np.count_nonzero(run.output != expected))
+    assert diff == 0, f"{path.stem}: {diff} bytes differ from BUILTIN_REF"
+    return run
+
+
 @pytest.mark.parametrize("name", sorted(DSP_CASES))
 def test_dsp_kernel_bit_exact_in_qemu(name, model_dir, tmp_path):
     recipe, args = DSP_CASES[name]
     fn, shapes = recipe(name, *args)
-    path = convert(fn, shapes, model_dir, name)
-    x, run = _run(path, tmp_path, seed=len(name))
-    expected = reference(path, [x])[0].reshape(-1)
-    diff = int(np.count_nonzero(run.output != expected))
-    assert run.output.shape == expected.shape and diff == 0, f"{name}: {diff} bytes differ from BUILTIN_REF"
+    run = run_bit_exact(convert(fn, shapes, model_dir, name), tmp_path, seed=len(name))
     assert run.unit == "instructions" and run.total > 0
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from .op_cases import _act, conv
-from .test_dsp_qemu import _run
+from .test_dsp_qemu import _run, run_bit_exact
 from .tflite_models import convert, reference, tf, weights
 
 
@@ -114,11 +114,7 @@ def test_small_conv_bit_exact_in_qemu(name, model_dir, tmp_path):
     path = convert(fn, shapes, model_dir, name)
     if patch:
         path = patch_output_quant(path, *patch[0])
-    x, run = _run(path, tmp_path, seed=len(name) + 3)
-    expected = reference(path, [x])[0].reshape(-1)
-    assert run.output.shape == expected.shape
-    diff = int(np.count_nonzero(run.output != expected))
-    assert diff == 0, f"{name}: {diff} bytes differ from BUILTIN_REF"
+    run_bit_exact(path, tmp_path, seed=len(name) + 3)
 
 
 def test_small_conv_is_cheap(model_dir, tmp_path):
