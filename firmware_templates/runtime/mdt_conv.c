@@ -63,7 +63,8 @@ void mdt_depthwise_conv2d(const mdt_dwconv_params *p, const int8_t *input, int8_
     const int32_t in_img = p->in_h * in_row;
     int32_t b, oy, ox, ic, m, ky, kx;
 #if MDT_DSP
-    if (mdt_dw3x3_dsp(p, input, output)) {
+    /* 3x3 kernels take the newer path; other sizes the first-round one (channels in groups of 4) */
+    if (mdt_dw3x3_dsp(p, input, output) || mdt_depthwise_conv2d_dsp(p, input, output)) {
         return;
     }
 #endif

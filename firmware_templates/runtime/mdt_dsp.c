@@ -2,13 +2,13 @@
  * mdt_dsp.c - Cortex-M4/M7 fast paths (SMLAD dual 16-bit MACs, SXTB16 byte unpacking): the general
  * CONV_2D (passes of 6/4/3/2/1 output pixels over an im2col scratch, per-call channel tables, the
  * folded requantisation of mdt_dsp_rq.h per channel, the reference for channels outside it), and the
- * first-round DEPTHWISE_CONV_2D and FULLY_CONNECTED paths that the newer ones (mdt_dsp_dw.c,
- * mdt_dsp_fc.c) fall back to; bit-exact with TFLite's reference int8 kernels.
+ * first-round DEPTHWISE_CONV_2D path that takes the kernel sizes mdt_dsp_dw.c's 3x3 one leaves;
+ * bit-exact with TFLite's reference int8 kernels.
  *
  * Why it is exact: products and sums are the same int32 integers as the reference's, only added in
  * another order (int32 addition is associative), and both requantisations here are exact rewrites
  * of MultiplyByQuantizedMultiplier (double rounding): rq_* for non-negative multipliers (checked
- * per layer by the first-round paths), mdt_rqf_* per channel (mdt_dsp_rq.h).
+ * per layer by the first-round path), mdt_rqf_* per channel (mdt_dsp_rq.h).
  *
  * Layout trick: SXTB16 of a word (b0 b1 b2 b3) gives the halfwords (b0, b2) and SXTB16 of the word
  * rotated by 8 gives (b1, b3). Inputs and weights are both unpacked that way, so SMLAD pairs
@@ -1223,59 +1223,6 @@ int mdt_depthwise_conv2d_dsp(const mdt_dwconv_params *p, const int8_t *input, in
                     }
                 }
                 output += C;
-            }
-        }
-    }
-    return 1;
-}
-
-/* Fully connected: the input widened once, two output channels per pass. */
-int mdt_fully_connected_dsp(const mdt_fc_params *p, const int8_t *input, int8_t *output)
-{
-    uint32_t xw[2 * (MDT_DSP_MAX_K / 4)];
-    const int32_t D = p->in_depth;
-    const int32_t n4 = D / 4;
-    const int32_t off2 = (int32_t)(((uint32_t)(uint16_t)p->input_offset << 16) | (uint16_t)p->input_offset);
-    int32_t b, o;
-    if (D > MDT_DSP_MAX_K || !multipliers_ok(p->multiplier, p->per_channel ? p->out_depth : 1)) {
-        return 0;
-    }
-    for (b = 0; b < p->batches; ++b) {
-        const int8_t *x = input + b * D;
-        int32_t g;
-        for (g = 0; g < n4; ++g) {
-            const int32_t v = ld32(x + 4 * g);
-            xw[2 * g] = (uint32_t)__sxtab16(off2, v);
-            xw[2 * g + 1] = (uint32_t)sxtab16_ror8(off2, v);
-        }
-        for (o = 0; o < p->out_depth; o += 2) {
-            const int two = o + 1 < p->out_depth;
-            const int8_t *w0 = p->filter + o * D;
-            const int8_t *w1 = two ? w0 + D : w0;
-            int32_t a0 = p->bias ? p->bias[o] : 0;
-            int32_t a1 = p->bias && two ? p->bias[o + 1] : 0;
-            int32_t d;
-            for (g = 0; g < n4; ++g) {
-                const int32_t xa = (int32_t)xw[2 * g], xb = (int32_t)xw[2 * g + 1];
-                const int32_t v0 = ld32(w0 + 4 * g), v1 = ld32(w1 + 4 * g);
-                a0 = __smlad(__sxtb16(v0), xa, a0);
-                a0 = __smlad(sxtb16_ror8(v0), xb, a0);
-                a1 = __smlad(__sxtb16(v1), xa, a1);
-                a1 = __smlad(sxtb16_ror8(v1), xb, a1);
-            }
-            for (d = n4 * 4; d < D; ++d) {
-                a0 += (int32_t)w0[d] * ((int32_t)x[d] + p->input_offset);
-                a1 += (int32_t)w1[d] * ((int32_t)x[d] + p->input_offset);
-            }
-            {
-                const int32_t q0 = p->per_channel ? o : 0;
-                const rq_t r0 = rq_make(p->multiplier[q0], p->shift[q0]);
-                *output++ = rq_out(&r0, a0, p->output_offset, p->act_min, p->act_max);
-                if (two) {
-                    const int32_t q1 = p->per_channel ? o + 1 : 0;
-                    const rq_t r1 = rq_make(p->multiplier[q1], p->shift[q1]);
-                    *output++ = rq_out(&r1, a1, p->output_offset, p->act_min, p->act_max);
-                }
             }
         }
     }

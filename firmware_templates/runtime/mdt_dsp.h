@@ -40,7 +40,6 @@ int mdt_fc_rows3_dsp(const mdt_fc_params *p, const int8_t *input, int8_t *output
 int mdt_dw3x3_dsp(const mdt_dwconv_params *p, const int8_t *input, int8_t *output);
 int mdt_conv2d_dsp(const mdt_conv_params *p, const int8_t *input, int8_t *output);
 int mdt_depthwise_conv2d_dsp(const mdt_dwconv_params *p, const int8_t *input, int8_t *output);
-int mdt_fully_connected_dsp(const mdt_fc_params *p, const int8_t *input, int8_t *output);
 #endif
 
 #endif /* MDT_DSP_H */

@@ -8,7 +8,7 @@ void mdt_fully_connected(const mdt_fc_params *p, const int8_t *input, int8_t *ou
 {
     int32_t b, o, d;
 #if MDT_DSP
-    if (mdt_fc_rows3_dsp(p, input, output) || mdt_fully_connected_dsp(p, input, output)) {
+    if (mdt_fc_rows3_dsp(p, input, output)) { /* it takes every depth of 4 .. MDT_DSP_MAX_K */
         return;
     }
 #endif

@@ -83,7 +83,7 @@ FAST_CASES["fast_nat_c3_narrow"] = (conv, (5, 4, 3, 9, 3, 1, "SAME", 1, "none"))
 FAST_CASES["fast_nat_c6_s1"] = (conv, (7, 8, 6, 12, 3, 1, "SAME", 1, "relu"))
 FAST_CASES["fast_nat_c3_dil2_bytes"] = (conv, (9, 9, 3, 8, 3, 1, "SAME", 2, "none"))
 # FC: three rows per asm pass (10 = 3 + 3 + 3 + 1 left to the one-row loop), a depth tail, and a
-# depth under 4 (the general DSP path)
+# depth under 4 (the portable kernel)
 FAST_CASES["fast_fc_d64_o10"] = (dense, (64, 10, "relu"))
 FAST_CASES["fast_fc_d18_o6"] = (dense, (18, 6, "none"))
 FAST_CASES["fast_fc_d3_general"] = (dense, (3, 5, "none"))
@@ -112,3 +112,13 @@ def test_fast_depthwise_is_cheaper_than_naive(model_dir, tmp_path):
     assert np.array_equal(fast.output, naive.output)
     macs = h * w * c * 9
     assert fast.total < 7 * macs < naive.total / 4, (fast.total, naive.total, macs)
+
+
+def test_depthwise_other_kernel_sizes_take_a_dsp_path(model_dir, tmp_path):
+    """5x5 depthwise falls to the first-round DSP path (4 channels per pass), not the portable one."""
+    fn, shapes = depthwise("fast_dw_k5_speed", 8, 8, 16, 1, 5, 1, "SAME", 1, "none")
+    path = convert(fn, shapes, model_dir, "fast_dw_k5_speed")
+    fast = run_bit_exact(path, tmp_path, seed=4)
+    _, naive = _run(path, tmp_path, seed=4, defines=("MDT_NO_DSP",))
+    assert np.array_equal(fast.output, naive.output)
+    assert fast.total < naive.total / 2, (fast.total, naive.total)
