@@ -13,15 +13,26 @@ PROJECT ?= demo-project
 
 setup: $(STAMPS)/apt $(STAMPS)/venv
 
+# QEMU 9+ is needed for the emulated STM32 (b-l475e-iot01a); Debian 12 ships 7.2, so qemu-system-arm
+# comes from Debian's bookworm-backports suite (10.0), added here when the machine lacks it.
 $(STAMPS)/apt:
 	@mkdir -p $(STAMPS)
-	@if ! command -v arm-none-eabi-gcc >/dev/null || ! command -v qemu-system-arm >/dev/null \
+	@SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	if ! command -v arm-none-eabi-gcc >/dev/null || ! command -v qemu-system-arm >/dev/null \
 	    || ! test -f /usr/lib/arm-none-eabi/newlib/libc.a || ! command -v unshare >/dev/null \
 	    || ! command -v ip >/dev/null; then \
 	  echo "installing Debian packages: $(APT_PACKAGES)"; \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
-	    --no-install-recommends $(APT_PACKAGES) >/dev/null; \
+	    --no-install-recommends $(APT_PACKAGES) >/dev/null || exit 1; \
+	fi; \
+	if ! qemu-system-arm -M help 2>/dev/null | grep -q '^b-l475e-iot01a'; then \
+	  echo "installing qemu-system-arm 10 from bookworm-backports (the emulated STM32 needs QEMU 9+)"; \
+	  grep -rqs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d/ \
+	    || printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+	       | $$SUDO tee /etc/apt/sources.list.d/bookworm-backports.sources >/dev/null; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+	    --no-install-recommends -t bookworm-backports qemu-system-arm >/dev/null || exit 1; \
+	  qemu-system-arm -M help | grep -q '^b-l475e-iot01a' || { echo "QEMU lacks b-l475e-iot01a"; exit 1; }; \
 	fi
 	@touch $@
 

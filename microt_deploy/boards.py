@@ -9,6 +9,7 @@ from pathlib import Path
 from microt_deploy.errors import MicrotError
 
 BOARDS_DIR = Path(__file__).resolve().parent.parent / "boards"
+STATUSES = ("ci-host", "ci-emulated", "ci-built", "never-built")
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,23 @@ class Board:
     active_mw: float
     cpi: float
     extra: dict = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        """What CI verifies of this board (the board file's ``status``; the tests pick their boards
+        by it, so a board that claims a status is exercised at that level)."""
+        return str(self.extra.get("status", "never-built"))
+
+    @property
+    def verified(self) -> str:
+        """The status in words, for `microt-deploy boards`."""
+        machine = self.extra.get("qemu_machine", "")
+        return {
+            "ci-host": "runs end to end in CI (built for this machine)",
+            "ci-emulated": f"runs end to end in CI, emulated (QEMU {machine})",
+            "ci-built": "compiled and linked in CI with the project's flags; never run here (no board)",
+            "never-built": "never built here (no toolchain for it); the project is rendered only",
+        }.get(self.status, f"unknown status {self.status!r}")
 
     def energy_mj(self, counts: float) -> float:
         """Estimated energy (mJ) of ``counts`` counter units (instructions or cycles) at active power."""
@@ -59,6 +77,9 @@ def load_board(board_id: str) -> Board:
             f"use one of: {', '.join(known_boards())}",
         )
     data = tomllib.loads(path.read_text())
+    if data.get("status", "never-built") not in STATUSES:
+        raise MicrotError(f"boards/{board_id}.toml: status {data.get('status')!r} is not one of {', '.join(STATUSES)}",
+                          "fix the board file")
     power = data.pop("power", {})
     known = {f for f in Board.__dataclass_fields__ if f not in ("active_mw", "cpi", "extra", "cpu_flags")}
     core = {k: data.pop(k) for k in list(data) if k in known}

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import time
 from collections.abc import Iterator, Sequence
@@ -102,15 +103,17 @@ def compile(project_dir: Path, console: Console) -> dict[str, Any]:  # noqa: A00
     return plan
 
 
-def build(project_dir: Path, board_id: str | None, console: Console, *, pio: bool = False) -> Any:
+def build(project_dir: Path, board_id: str | None, console: Console, *, pio: bool = False,
+          offline: bool = False) -> Any:
     """Render the firmware for a board and build it; writes firmware/<board>/. ``pio``: build the
-    emulated board through an offline PlatformIO project instead of calling the compiler directly."""
+    emulated board through an offline PlatformIO project instead of calling the compiler directly;
+    ``offline``: build a real board's PlatformIO project without the registry."""
     project = open_project(project_dir)
     board = load_board(board_id or project.config["device"]["board"])
     if not (project.compiled_dir / "mdt_model.c").is_file():
         raise MicrotError(f"no compiled model in {project.compiled_dir}", "run `microt-deploy compile` first")
-    from microt_deploy.firmware.render import render_firmware
     from microt_deploy.targets import build as build_image
+    from microt_deploy.targets import render_firmware
 
     fw_dir = project.firmware_dir(board.id)
     options = _firmware_options(project)
@@ -119,9 +122,12 @@ def build(project_dir: Path, board_id: str | None, console: Console, *, pio: boo
             raise MicrotError(f"--pio is for the emulated board; {board.id} is always a PlatformIO project",
                               "drop --pio")
         options["pio"] = True
-    render_firmware(project.compiled_dir, board, fw_dir, options)
-    result = build_image(board, fw_dir)
-    console.print(_build_line(board, result))
+    config = render_firmware(project.compiled_dir, board, fw_dir, options)
+    result = build_image(board, fw_dir, offline=offline)
+    console.print(_build_line(board, result), soft_wrap=True)
+    if board.ram_bytes:
+        console.print(f"feature store: {config.max_slots:,} samples of {config.slot_bytes} B "
+                      "(train + calibration samples the device can hold)")
     return result
 
 
@@ -135,12 +141,14 @@ def _build_line(board: Board, result: Any) -> str:
     ram = getattr(result, "ram_bytes", None)
     if board.flash_bytes and flash is not None:
         estimate = " (estimate: no toolchain for this CPU here)" if getattr(result, "estimate", False) else ""
+        by = f" [{result.built_by}]" if getattr(result, "built_by", "") else ""
         return (f"built {board.id}: flash {flash:,} B of {board.flash_bytes:,} ({flash / board.flash_bytes:.1%}), "
-                f"RAM {ram:,} B of {board.ram_bytes:,} ({ram / board.ram_bytes:.1%}){estimate}")
+                f"RAM {ram:,} B of {board.ram_bytes:,} ({ram / board.ram_bytes:.1%}){estimate}{by}")
     return f"built {board.id}: {getattr(result, 'image', '')}"
 
 
-def flash(project_dir: Path, board_id: str | None, port: str | None, console: Console) -> None:
+def flash(project_dir: Path, board_id: str | None, port: str | None, console: Console, *,
+          offline: bool = False) -> None:
     """Upload to a real board; emulated and host targets are started by `eval` instead."""
     project = open_project(project_dir)
     board = load_board(board_id or project.config["device"]["board"])
@@ -148,8 +156,15 @@ def flash(project_dir: Path, board_id: str | None, port: str | None, console: Co
         console.print(f"{board.id} is not flashed: `microt-deploy eval` starts it with the built image")
         return
     from microt_deploy.targets import flash as flash_image
+    from microt_deploy.targets.toolchain import read_build
 
-    flash_image(board, project.firmware_dir(board.id), port)
+    fw_dir = project.firmware_dir(board.id)
+    built = (fw_dir / "build.json").is_file() and "result" in read_build(fw_dir)
+    if not built:
+        raise MicrotError(f"no successful build of {board.id} in {fw_dir}",
+                          f"run `microt-deploy build --board {board.id}` first (the last one did not finish)")
+    flash_image(board, fw_dir, port, offline=offline)
+    console.print(f"flashed {board.id}" + (f" through {port}" if port else ""))
 
 
 # ---------------------------------------------------------------- on the device
@@ -173,20 +188,34 @@ def _limit(n: int, cap: int) -> int:
 
 
 @contextlib.contextmanager
-def open_device(project: Project, board: Board, port: str | None) -> Iterator[Any]:
-    """Connect to the device: a real board's serial port, or start the emulator / host build."""
+def open_device(project: Project, board: Board, port: str | None,
+                console: Console | None = None) -> Iterator[Any]:
+    """Connect to the device: the given serial port; else the board's own port, found by its USB
+    ids; else, for the host build and boards QEMU emulates, the image started here."""
+    from microt_deploy.errors import NoBoardError
     from microt_deploy.link.device import Device
-    from microt_deploy.targets import launch, open_port
+    from microt_deploy.link.ports import find_port, open_serial
+    from microt_deploy.targets import can_launch, launch
 
-    if board.run in ("qemu", "host"):
-        image = _built_image(project, board)
-        with launch(board, image) as serial_port:
+    say = console.print if console is not None else (lambda *_: None)
+    if port is None and board.run == "platformio":
+        try:
+            port, why = find_port(board)
+            say(why)
+        except NoBoardError as err:
+            if not can_launch(board):
+                raise
+            say(f"{err.problem}: running {board.id}'s image in QEMU ({board.extra['qemu_machine']}) instead")
+    if port is not None:
+        if board.run in ("qemu", "host"):
+            raise MicrotError(f"--port is for real boards; {board.id} is started here by eval",
+                              "drop --port")
+        with open_serial(port) as serial_port:
             yield Device(serial_port)
-    else:
-        if not port:
-            raise MicrotError(f"{board.id} is a real board and no --port was given", "pass e.g. --port /dev/ttyACM0")
-        with open_port(port) as serial_port:
-            yield Device(serial_port)
+        return
+    image = _built_image(project, board)
+    with launch(board, image) as serial_port:
+        yield Device(serial_port)
 
 
 def _built_image(project: Project, board: Board) -> Path:
@@ -224,9 +253,17 @@ def evaluate(project_dir: Path, board_id: str | None, port: str | None, console:
     test_q = quantize_input(splits["test"].images[:n_test], info)
 
     started = time.monotonic()
-    with open_device(project, board, port) as device, progress_bar(console) as update:
+    with open_device(project, board, port, console) as device, progress_bar(console) as update:
         hello = device.hello()
+        if hello.counter_unit != board.counter_unit:
+            # What the device counts decides the label: an STM32 image counts DWT cycles on silicon
+            # and retired instructions under QEMU (which has no DWT).
+            board = dataclasses.replace(board, counter_unit=hello.counter_unit)
+        n_train, n_calib = _fit_store(hello, n_train, n_calib, console)
         _check_capacity(hello, n_train + n_calib, tasks)
+        train_q, calib_q = train_q[:n_train], calib_q[:n_calib]
+        for t in tasks:
+            t.train_labels = t.train_labels[:n_train]
         session.store_features(device, train_q, 0, update, "store train")
         session.store_features(device, calib_q, n_train, update, "store calib")
         trained = session.train_tasks(device, tasks, n_train, int(dev_cfg["train_epochs"]),
@@ -263,6 +300,19 @@ def evaluate(project_dir: Path, board_id: str | None, port: str | None, console:
     console.print(f"report: {run_dir / 'report.md'}")
     report["run_dir"] = str(run_dir)
     return report
+
+
+def _fit_store(hello: Any, n_train: int, n_calib: int, console: Console) -> tuple[int, int]:
+    """Train and calibration counts that fit the device's feature store (sized to the board's RAM
+    at build time), shrunk in proportion when they do not; says so when it shrinks them."""
+    slots = getattr(hello, "max_slots", None)
+    if slots is None or n_train + n_calib <= slots:
+        return n_train, n_calib
+    calib = max(1, round(slots * n_calib / (n_train + n_calib)))
+    train = slots - calib
+    console.print(f"the device holds {slots:,} samples: training on {train:,} of {n_train:,} and calibrating on "
+                  f"{calib:,} of {n_calib:,} (set [device] max_train_samples / max_calib_samples to choose)")
+    return train, calib
 
 
 def _check_capacity(hello: Any, slots: int, tasks: Sequence[Any]) -> None:

@@ -1,5 +1,7 @@
-"""The spine, end to end on the emulated board: a small extractor trained, exported, compiled, built
-for QEMU mps2-an386, classifiers trained on the device over serial, staged inference evaluated.
+"""The spine, end to end on the emulated boards: a small extractor trained, exported, compiled, built
+for QEMU mps2-an386 (direct build) and for the B-L475E-IOT01A (the STM32 project users flash, built by
+PlatformIO offline and booted in QEMU's b-l475e-iot01a machine), classifiers trained on the device
+over serial, staged inference evaluated.
 
 Asserts what the spine promises: the device's trunk / part-head / rest outputs equal TFLite's
 reference kernels byte for byte; the device's staged answers equal the host simulation of the same
@@ -20,6 +22,7 @@ from microt_deploy import pipeline
 from microt_deploy.project import init_project
 
 pytestmark = pytest.mark.slow
+BOARDS = ["qemu_mps2_an386", "disco_l475vg_iot01a"]
 
 SMALL = {
     "data": {"max_per_class": 60},
@@ -41,13 +44,15 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pipeline.train(relative, console)
         pipeline.export(relative, console)
         pipeline.compile(relative, console)
-        pipeline.build(relative, "qemu_mps2_an386", console)
+        for board in BOARDS:
+            pipeline.build(relative, board, console)
     finally:
         os.chdir(cwd)
     return root
 
 
-def test_device_graph_outputs_equal_tflite_reference(project: Path) -> None:
+@pytest.mark.parametrize("board_id", BOARDS)
+def test_device_graph_outputs_equal_tflite_reference(project: Path, board_id: str) -> None:
     from microt_deploy.boards import load_board
     from microt_deploy.export import quantize_input, reference_outputs
     from microt_deploy.model.data import load_splits
@@ -58,7 +63,7 @@ def test_device_graph_outputs_equal_tflite_reference(project: Path) -> None:
     samples = quantize_input(load_splits(proj.config)["test"].images[:4], info)
     # the oracle runs part head and rest on the trunk's own int8 bytes, as the device does
     ref = reference_outputs(project / "export", samples)
-    with pipeline.open_device(proj, load_board("qemu_mps2_an386"), None) as device:
+    with pipeline.open_device(proj, load_board(board_id), None) as device:
         for i, sample in enumerate(samples):
             device.load_input(sample.tobytes())
             device.run_graphs()
@@ -72,8 +77,11 @@ def test_device_graph_outputs_equal_tflite_reference(project: Path) -> None:
         assert device.hello() is not None
 
 
-def test_staged_inference_on_device_matches_host_simulation(project: Path) -> None:
-    report = pipeline.evaluate(project, "qemu_mps2_an386", None, Console(stderr=True, quiet=True))
+@pytest.mark.parametrize("board_id", BOARDS)
+def test_staged_inference_on_device_matches_host_simulation(project: Path, board_id: str) -> None:
+    report = pipeline.evaluate(project, board_id, None, Console(stderr=True, quiet=True))
+    assert report["board"]["id"] == board_id and report["board"]["counter_unit"] == "instructions"
+    assert report["samples"]["train"] + report["samples"]["calib"] <= report["device"]["max_slots"]
     sim = report["simulation"]
     for task, result in sim.items():
         for kind in ("part", "full"):

@@ -17,12 +17,13 @@ import jinja2
 import numpy as np
 import serial
 
-from microt_deploy import atomic
+from microt_deploy import atomic, targets
 from microt_deploy.boards import Board
 from microt_deploy.compiler import RUNTIME_DIR
 from microt_deploy.errors import DeviceError, MicrotError
 from microt_deploy.firmware import render
-from microt_deploy.targets import builder, runner
+from microt_deploy.targets.direct import direct_toolchain
+from microt_deploy.targets.toolchain import require_tool
 
 BENCH_DIR = render.TEMPLATES / "bench"
 STACK_BYTES = 16384
@@ -75,7 +76,7 @@ def render_bench(compiled_dir: Path, plan: dict, x: np.ndarray, board: Board, ou
         raise MicrotError("the bench harness measures one graph per image", "compile each graph on its own")
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(render.TEMPLATES)),
                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
-    tool = render._toolchain(board)  # the very flags the firmware is built with
+    tool = direct_toolchain(board)  # the very flags the firmware is built with
     with atomic.staged_dir(Path(out_dir)) as tmp:
         sources = [p.name for p in sorted(RUNTIME_DIR.glob("*.c"))]
         for path in [*RUNTIME_DIR.glob("*.[ch]"), render.TEMPLATES / "app" / "mdt_board.h",
@@ -99,7 +100,7 @@ def render_bench(compiled_dir: Path, plan: dict, x: np.ndarray, board: Board, ou
 def _text_bytes(image: Path) -> int:
     import subprocess
 
-    out = subprocess.run([builder.require_tool("arm-none-eabi-size"), str(image)], capture_output=True,
+    out = subprocess.run([require_tool("arm-none-eabi-size"), str(image)], capture_output=True,
                          text=True, check=True).stdout
     return int(out.splitlines()[1].split()[0])
 
@@ -128,10 +129,10 @@ def parse_report(text: str, n_layers: int) -> tuple[str, int, list[int], bytes]:
 
 def run_bench_image(board: Board, fw_dir: Path, n_layers: int, limit_s: float = RUN_LIMIT_S) -> BenchRun:
     """Build ``fw_dir`` with ``targets.build``, run it under ``targets.launch``, parse its report."""
-    result = builder.build(board, fw_dir)
+    result = targets.build(board, fw_dir)
     start = time.monotonic()
     chunks: list[bytes] = []
-    with runner.launch(board, result.image, limit_s=limit_s) as port:
+    with targets.launch(board, result.image, limit_s=limit_s) as port:
         deadline = start + limit_s
         while time.monotonic() < deadline:
             try:  # byte-wise: a socket read that sees the guest exit would drop what it had gathered

@@ -1,29 +1,23 @@
-"""Renders ``firmware_templates/`` for one board into a self-contained, buildable folder.
-
-Owns: the sizing of every static firmware buffer (feature slots from the board's RAM budget), the
-rendered config header, linker script, Makefile and ``build.json`` (what ``targets.build`` reads),
-and the copy of runtime + app + board layer + compiled model. The folder is written atomically.
-Real boards (stm32, esp32) and the emulated board's optional PlatformIO project are laid out by
-:mod:`microt_deploy.firmware.pio_project`.
+"""The portable part of every firmware: the sizing of each static buffer (feature slots from the
+board's RAM budget), the rendered config header and graph aliases, and the copy of runtime + app +
+compiled model. Board families (``microt_deploy.targets``) add their board layer and build files
+around it.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jinja2
 
-from microt_deploy import atomic
 from microt_deploy.boards import Board
 from microt_deploy.errors import MicrotError
 
 TEMPLATES = Path(__file__).resolve().parent.parent.parent / "firmware_templates"
-SUPPORTED_FAMILIES = ("host", "cmsdk", "stm32", "esp32")
 
 DEFAULTS: dict[str, int] = {
     "max_tasks": 4,
@@ -153,23 +147,8 @@ def plan_sizes(board: Board, model: dict[str, int], options: dict[str, Any] | No
     )
 
 
-def _toolchain(board: Board, sanitize: bool = False) -> dict[str, Any]:
-    warn = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-I."]
-    if board.family == "host":
-        # Sanitized host builds turn any out-of-bounds access or UB into a non-zero exit.
-        san = ["-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"]
-        return {"cc": "gcc", "cflags": warn + (san if sanitize else []),
-                "ldflags": (san if sanitize else []) + ["-lm"], "image": "firmware_host"}
-    return {
-        "cc": "arm-none-eabi-gcc",
-        "cflags": [*warn, *board.cpu_flags, "-ffunction-sections", "-fdata-sections"],
-        "ldflags": ["-T", "link.ld", "-nostartfiles", "--specs=nano.specs", "-Wl,--gc-sections",
-                    "-Wl,--print-memory-usage", "-Wl,-Map=firmware.map", "-lm"],
-        "image": "firmware.elf",
-    }
-
-
-def _copy_sources(src: Path, dst: Path) -> list[str]:
+def copy_sources(src: Path, dst: Path) -> list[str]:
+    """Copy the .c and .h files of ``src`` into ``dst``; returns the .c names."""
     names = []
     for path in sorted(src.glob("*")):
         if path.suffix in (".c", ".h") and path.is_file():
@@ -185,49 +164,12 @@ def template_env() -> jinja2.Environment:
                               keep_trailing_newline=True)
 
 
-def render_firmware(compiled_dir: Path, board: Board, out_dir: Path,
-                    options: dict[str, Any] | None = None) -> FirmwareConfig:
-    """Render the firmware for ``board`` from ``compiled_dir`` (mdt_model.h/.c) into ``out_dir``.
-
-    ``options``: the sizes in DEFAULTS, plus ``sanitize`` (host only: ASan + UBSan build) and ``pio``
-    (emulated board: also write a PlatformIO project that `targets.build` then builds offline).
-    Real boards (family stm32 / esp32) always get a PlatformIO project: platformio.ini + src/."""
-    from microt_deploy.firmware import pio_project
-
-    compiled_dir, out_dir = Path(compiled_dir), Path(out_dir)
-    if board.family not in SUPPORTED_FAMILIES:
-        raise MicrotError(f"no board layer for {board.id} (family '{board.family}') yet",
-                          f"use one of the families {', '.join(SUPPORTED_FAMILIES)} (e.g. --board qemu_mps2_an386)")
-    header = compiled_dir / "mdt_model.h"
-    if not header.is_file() or not (compiled_dir / "mdt_model.c").is_file():
-        raise MicrotError(f"no compiled model (mdt_model.h/.c) in {compiled_dir}", "run `microt-deploy compile` first")
-    options = dict(options or {})
-    sanitize = bool(options.pop("sanitize", False))
-    pio = bool(options.pop("pio", False))
-    if sanitize and board.family != "host":
-        raise MicrotError(f"sanitizers are only available for the host build, not {board.id}", "use --board host")
-    if pio and board.run != "qemu":
-        raise MicrotError(f"the PlatformIO option is for the emulated board, not {board.id}",
-                          "real boards always get a PlatformIO project; the host build has none")
-    config = plan_sizes(board, read_model_sizes(header), options)
-    env = template_env()
-    values = {**asdict(config), "board": board, "flash_bytes": board.flash_bytes, "ram_bytes": board.ram_bytes}
-    if board.run == "platformio":
-        with atomic.staged_dir(out_dir) as tmp:
-            pio_project.render_board_project(tmp, compiled_dir, board, config, env, values)
-        return config
-    tool = _toolchain(board, sanitize)
-    with atomic.staged_dir(out_dir) as tmp:
-        sources: list[str] = []
-        for folder in (TEMPLATES / "runtime", TEMPLATES / "app", TEMPLATES / "boards" / board.family, compiled_dir):
-            sources += _copy_sources(folder, tmp)
-        (tmp / "mdt_graphs.h").write_text(graphs_header(graph_prefixes(header)))
-        (tmp / "mdt_config.h").write_text(env.get_template("app/mdt_config.h.j2").render(**values))
-        if (TEMPLATES / "boards" / board.family / "link.ld.j2").is_file():
-            (tmp / "link.ld").write_text(env.get_template(f"boards/{board.family}/link.ld.j2").render(**values))
-        (tmp / "Makefile").write_text(env.get_template("app/Makefile.j2").render(board=board, sources=sources, **tool))
-        build = {"board": board.id, "family": board.family, "sources": sources, **tool, "config": asdict(config)}
-        if pio:
-            build["pio"] = pio_project.render_emulated_project(tmp, board, env)
-        (tmp / "build.json").write_text(json.dumps(build, indent=2) + "\n")
-    return config
+def render_portable(src: Path, compiled_dir: Path, env: jinja2.Environment, values: dict[str, Any]) -> list[str]:
+    """Copy the portable firmware (runtime, app, the compiled model) into ``src`` and render its
+    config header and graph aliases; returns the names of the .c files copied."""
+    sources: list[str] = []
+    for folder in (TEMPLATES / "runtime", TEMPLATES / "app", Path(compiled_dir)):
+        sources += copy_sources(folder, src)
+    (src / "mdt_graphs.h").write_text(graphs_header(graph_prefixes(Path(compiled_dir) / "mdt_model.h")))
+    (src / "mdt_config.h").write_text(env.get_template("app/mdt_config.h.j2").render(**values))
+    return sources

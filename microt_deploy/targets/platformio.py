@@ -1,8 +1,10 @@
 """PlatformIO, fenced: every ``pio`` call goes through :func:`run_pio`, which gives it a private core
 folder, turns telemetry off and, offline, runs it in a network namespace with loopback only.
 
-Owns: finding ``pio``, the isolation, the validation of a rendered project's configuration
-(``pio project config``), the offline build of the emulated board, and ``pio run -t upload``.
+Owns: finding ``pio``, the isolation, the registry-free core folder (Debian's arm-none-eabi
+toolchain and PyPI's SCons as installed PlatformIO packages, plus any local platform), the
+validation of a rendered project's configuration (``pio project config``), ``pio run`` and
+``pio run -t upload``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 
 from microt_deploy.boards import Board
 from microt_deploy.errors import MicrotError, ToolMissingError
+from microt_deploy.targets.toolchain import overflow_error, require_tool
 
 PIO_TIMEOUT_S = 600
 # Tests set this so that any pio call a code path makes stays off the network.
@@ -95,9 +98,9 @@ def run_pio(args: list[str], project_dir: Path, core_dir: Path | None, *, offlin
 def _last_error(log: str) -> str:
     """The line of a pio log that says what went wrong, with what pio was installing at the time
     (an unreachable registry shows up as a bare ``HTTPClientError:``)."""
-    lines = [line.strip() for line in log.splitlines() if line.strip()]
-    error = next((line for line in reversed(lines)
-                  if any(word in line.lower() for word in ("error", "could not", "unknown"))),
+    lines = [line.strip() for line in log.splitlines() if line.strip() and not line.startswith("Processing ")]
+    strong = re.compile(r"(\w*(Error|Exception)\b:?|error:|\*\*\* \[|could not|Unknown)", re.IGNORECASE)
+    error = next((line for line in lines if strong.search(line) and "Werror" not in line),
                  lines[-1] if lines else "no output")
     installing = re.findall(r"Installing (\S+)", log)
     if installing and ("HTTPClientError" in error or "Internet" in error or "registry" in error.lower()):
@@ -124,9 +127,11 @@ def project_config(project_dir: Path, core_dir: Path | None = None) -> dict[str,
 
 def expected_options(board: Board) -> dict[str, str]:
     """The options a real board's environment must carry, from its data file."""
-    return {"platform": board.extra["pio_platform"], "board": board.extra["pio_board"],
-            "framework": board.extra["pio_framework"], "upload_protocol": board.extra["upload_protocol"],
-            "monitor_speed": "115200"}
+    want = {"platform": board.extra["pio_platform"], "board": board.extra["pio_board"],
+            "upload_protocol": board.extra["upload_protocol"], "monitor_speed": "115200"}
+    if board.extra.get("pio_framework"):
+        want["framework"] = board.extra["pio_framework"]
+    return want
 
 
 def validate_project(board: Board, project_dir: Path) -> dict[str, object]:
@@ -144,6 +149,9 @@ def validate_project(board: Board, project_dir: Path) -> dict[str, object]:
         if got != want:
             raise MicrotError(f"[{section}] {name} is {got!r}, the board file says {want!r}",
                               "render the firmware again with `microt-deploy build`")
+    if board.family == "stm32" and options.get("framework"):
+        raise MicrotError(f"[{section}] names a framework ({options['framework']}); the STM32 layer is bare metal",
+                          "render the firmware again with `microt-deploy build`")
     src_flags = " ".join(options.get("build_src_flags") or [])
     if board.family == "stm32" and not all(f in src_flags for f in ("-std=c99", "-Wall", "-Wextra", "-Werror")):
         raise MicrotError(f"[{section}] build_src_flags lack the strict C99 flags ({src_flags!r})",
@@ -151,26 +159,96 @@ def validate_project(board: Board, project_dir: Path) -> dict[str, object]:
     return options
 
 
-def build_offline(board: Board, project_dir: Path, core_dir: Path) -> str:
-    """``pio run`` of the emulated board's project, in a network namespace; returns its log."""
-    proc = run_pio(["run", "-e", board.id], project_dir, core_dir, offline=True)
-    log = proc.stdout + proc.stderr
-    if proc.returncode != 0:
-        from microt_deploy.targets.builder import overflow_error
+def _scons() -> tuple[str, Path]:
+    try:
+        import SCons
+    except ImportError:
+        raise ToolMissingError("SCons is not installed (PlatformIO's build engine, offline)",
+                               "install it: pip install scons==4.11.1") from None
+    return SCons.__version__, Path(SCons.__file__).resolve().parent.parent
 
+
+def pio_version(release: str, prefix: int) -> str:
+    """PlatformIO's package version for a tool release: SCons 4.11.1 -> 4.41101.0 (prefix 4)."""
+    parts = [int(p) for p in re.findall(r"\d+", release)[:3]] + [0, 0]
+    return f"{prefix}.{parts[0]}{parts[1]:02d}{parts[2]:02d}.0"
+
+
+def _installed(folder: Path, kind: str, name: str, version: str) -> None:
+    """What PlatformIO's own installer writes beside a package: its owner, name and version."""
+    meta = {"type": kind, "name": name, "version": version,
+            "spec": {"owner": "platformio", "id": None, "name": name, "requirements": None, "uri": None}}
+    (folder / ".piopm").write_text(json.dumps(meta))
+
+
+def gcc_release() -> str:
+    """The version of Debian's arm-none-eabi-gcc, e.g. 12.2.1."""
+    gcc = require_tool("arm-none-eabi-gcc")
+    return subprocess.run([gcc, "-dumpversion"], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def offline_core(core_dir: Path, platforms: dict[str, Path] | None = None) -> Path:
+    """A PlatformIO core folder that needs no registry: Debian's arm-none-eabi toolchain and PyPI's
+    SCons installed as the packages ``toolchain-gccarmnoneeabi`` and ``tool-scons``, and each of
+    ``platforms`` ({name: folder with platform.json}) installed under its name. Rewritten whole."""
+    from microt_deploy.firmware.render import template_env
+
+    core_dir = Path(core_dir)
+    if core_dir.exists():
+        shutil.rmtree(core_dir)
+    env = template_env()
+    gcc = Path(require_tool("arm-none-eabi-gcc"))
+    toolchain = core_dir / "packages" / "toolchain-gccarmnoneeabi"
+    (toolchain / "bin").mkdir(parents=True)
+    gcc_version = pio_version(gcc_release(), 1)
+    (toolchain / "package.json").write_text(
+        env.get_template("pio/qemu/toolchain/package.json.j2").render(gcc_version=gcc_version))
+    for tool in sorted(gcc.parent.glob("arm-none-eabi-*")):
+        (toolchain / "bin" / tool.name).symlink_to(tool)
+    _installed(toolchain, "tool", "toolchain-gccarmnoneeabi", gcc_version)
+    scons_release, scons_path = _scons()
+    scons = core_dir / "packages" / "tool-scons"
+    scons.mkdir(parents=True)
+    scons_version = pio_version(scons_release, 4)
+    (scons / "package.json").write_text(env.get_template("pio/qemu/tool-scons/package.json.j2").render(
+        scons_version=scons_version, scons_release=scons_release))
+    (scons / "scons.py").write_text(
+        env.get_template("pio/qemu/tool-scons/scons.py.j2").render(scons_path=str(scons_path)))
+    _installed(scons, "tool", "tool-scons", scons_version)
+    for name, source in (platforms or {}).items():
+        dest = core_dir / "platforms" / name
+        shutil.copytree(source, dest)
+        version = json.loads((dest / "platform.json").read_text())["version"]
+        _installed(dest, "platform", name, version)
+    return core_dir
+
+
+def run_build(board: Board, project_dir: Path, core_dir: Path | None, *, offline: bool) -> str:
+    """``pio run -e <board>`` of a rendered project (``core_dir`` None: the user's own PlatformIO
+    with its registry); returns the log, also kept as build.log. A region overflow becomes the
+    one-line fit error with the numbers."""
+    proc = run_pio(["run", "-v", "-e", board.id], project_dir, core_dir, offline=offline)
+    log = proc.stdout + proc.stderr
+    (Path(project_dir) / "build.log").write_text(log)
+    if proc.returncode != 0:
         err = overflow_error(board, log)
         if err is not None:
             raise err
+        where = f"PLATFORMIO_CORE_DIR={core_dir} " if core_dir else ""
+        hint = ("or build without the registry: microt-deploy build --offline" if not offline and core_dir is None
+                else "see build.log in the folder")
         raise MicrotError(f"`pio run` failed for {board.id}: {_last_error(log)}",
-                          f"see the full log: cd {project_dir} && PLATFORMIO_CORE_DIR={core_dir} pio run")
+                          f"full log: cd {project_dir} && {where}pio run -v; {hint}")
     return log
 
 
-def upload(board: Board, fw_dir: Path, port: str | None = None, *, offline: bool = False) -> str:
+def upload(board: Board, fw_dir: Path, port: str | None = None, *, offline: bool = False,
+           core_dir: Path | None = None) -> str:
     """``pio run -e <board> -t upload [--upload-port PORT]`` in the rendered folder; returns the log.
 
     On a user's machine PlatformIO installs the board's platform from its registry the first time.
-    ``offline`` (tests) runs it in a network namespace with a private core folder."""
+    ``offline`` runs it in a network namespace, with ``core_dir`` (a registry-free core) or else a
+    private empty one (which then cannot install anything)."""
     fw_dir = Path(fw_dir)
     if not (fw_dir / "platformio.ini").is_file():
         raise MicrotError(f"{fw_dir} has no platformio.ini", f"run `microt-deploy build --board {board.id}` first")
@@ -179,7 +257,8 @@ def upload(board: Board, fw_dir: Path, port: str | None = None, *, offline: bool
         args += ["--upload-port", port]
     offline = offline or forced_offline()
     with tempfile.TemporaryDirectory(prefix="microt-pio-core-") as tmp:
-        proc = run_pio(args, fw_dir, Path(tmp) if offline else None, offline=offline)
+        core = core_dir or (Path(tmp) if offline else None)
+        proc = run_pio(args, fw_dir, core, offline=offline)
     log = proc.stdout + proc.stderr
     if proc.returncode != 0:
         where = f" to {port}" if port else ""

@@ -7,10 +7,9 @@ import numpy as np
 import pytest
 
 from microt_deploy.boards import load_board
-from microt_deploy.firmware.render import render_firmware
 from microt_deploy.link.device import Device
 from microt_deploy.link.protocol import Command, Status
-from microt_deploy.targets import build, launch
+from microt_deploy.targets import build, launch, render_firmware
 from tests.firmware.toy_model import write_toy_model
 
 

@@ -185,7 +185,7 @@ def test_set_ratio_quantile_rule_and_staged_inference(device):
 
 def test_exit_ends_the_program_with_its_code(host_image):
     from microt_deploy.boards import load_board
-    from microt_deploy.targets.runner import launch
+    from microt_deploy.targets import launch
 
     with launch(load_board("host"), host_image) as port:
         Device(port).exit(5)

@@ -5,8 +5,7 @@ from pathlib import Path
 import pytest
 
 from microt_deploy.boards import load_board
-from microt_deploy.firmware.render import render_firmware
-from microt_deploy.targets import build
+from microt_deploy.targets import build, render_firmware
 from tests.targets.split_model import build_split_model, compile_split_model
 
 

@@ -10,9 +10,9 @@ import pytest
 
 from microt_deploy.boards import load_board
 from microt_deploy.errors import MicrotError, ToolMissingError
-from microt_deploy.firmware.render import plan_sizes, read_model_sizes, render_firmware
-from microt_deploy.targets import build, image_path
-from microt_deploy.targets.builder import parse_memory_usage
+from microt_deploy.firmware.render import plan_sizes, read_model_sizes
+from microt_deploy.targets import build, image_path, render_firmware
+from microt_deploy.targets.toolchain import parse_memory_usage
 
 
 def test_qemu_build_reports_flash_and_ram_within_the_board(built):

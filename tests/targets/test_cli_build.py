@@ -18,7 +18,7 @@ CLI = [sys.executable, "-m", "microt_deploy.cli"]
 
 def cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=300,
-                          env={"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "COLUMNS": "200"})
+                          env={"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "COLUMNS": "200", "MICROT_PIO_OFFLINE": "1"})
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +42,9 @@ def test_build_emulated_board_reports_flash_and_ram(project: Path) -> None:
 
 
 def test_build_real_board_writes_a_validated_platformio_project(project: Path) -> None:
-    res = cli("build", "-p", str(project), "--board", "nucleo_l4r5zi")
+    res = cli("build", "-p", str(project), "--board", "nucleo_l4r5zi", "--offline")
     assert res.returncode == 0, res.stderr
-    assert "built nucleo_l4r5zi: flash" in res.stdout
+    assert "built nucleo_l4r5zi: flash" in res.stdout and "[PlatformIO, offline" in res.stdout
     ini = (project / "firmware" / "nucleo_l4r5zi" / "platformio.ini").read_text()
     assert "platform = ststm32" in ini and "board = nucleo_l4r5zi" in ini
 

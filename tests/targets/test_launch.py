@@ -7,7 +7,7 @@ import pytest
 from microt_deploy.boards import load_board
 from microt_deploy.errors import DeviceError, MicrotError, ToolMissingError
 from microt_deploy.link.device import Device
-from microt_deploy.targets import launch, open_port, qemu_command
+from microt_deploy.targets import launch, qemu_command
 
 
 def test_watchdog_kills_a_device_that_outlives_its_limit(built):
@@ -38,9 +38,6 @@ def test_qemu_command_is_deterministic_and_loopback_only(tmp_path):
     text = " ".join(cmd)
     assert "-icount shift=0" in text and "-M mps2-an386" in text and "target=native" in text
     assert "host=127.0.0.1,port=4321,server=on,wait=on,nodelay=on" in text
-
-
-def test_open_port_of_absent_board_is_one_line():
-    with pytest.raises(DeviceError, match="cannot open serial port /dev/ttyNOPE"):
-        with open_port("/dev/ttyNOPE"):
-            pass
+    # An SoC machine has its own core: no -cpu, and never a semihosting exit that a board lacks.
+    stm32 = qemu_command(load_board("disco_l475vg_iot01a"), tmp_path / "f.elf", 4321)
+    assert stm32[stm32.index("-M") + 1] == "b-l475e-iot01a" and "-cpu" not in stm32
