@@ -35,3 +35,9 @@ class ToolMissingError(MicrotError):
     """A required external tool (cross compiler, QEMU, PlatformIO) is not installed."""
 
     exit_code = 4
+
+
+class NoBoardError(MicrotError):
+    """No connected board was found (no serial port matched the board's USB ids)."""
+
+    exit_code = 5
