@@ -65,8 +65,13 @@ project_option = click.option(
 )
 board_option = click.option("--board", "-b", default=None, help="Board id (see `microt-deploy boards`).")
 port_option = click.option(
-    "--port", default=None, help="Serial port of a real board, e.g. /dev/ttyACM0 (emulated boards need none)."
-)
+    "--port", default=None,
+    help="Serial port of a real board, e.g. /dev/ttyACM0 (default: the board's ST-LINK / USB-UART port when "
+         "exactly one is plugged in; emulated boards need none).")
+offline_option = click.option(
+    "--offline", is_flag=True,
+    help="Real boards: build with Debian's arm-none-eabi-gcc and no PlatformIO registry (the same project, "
+         "a local stand-in for the ST platform).")
 
 
 def _board_id(project: Any, board: str | None) -> str:
@@ -119,17 +124,18 @@ def _check_ratio(ratio: float) -> None:
 
 @main.command()
 def boards() -> None:
-    """List the boards microt-deploy knows."""
+    """List the boards microt-deploy knows, with what has been verified for each."""
     from rich.table import Table
 
     from microt_deploy.boards import known_boards, load_board
 
     table = Table(title="boards")
-    for col in ("id", "name", "flash", "RAM", "clock", "run"):
+    for col in ("id", "name", "flash", "RAM", "clock", "verified"):
         table.add_column(col)
     for board_id in known_boards():
         b = load_board(board_id)
-        table.add_row(b.id, b.name, _kib(b.flash_bytes), _kib(b.ram_bytes), f"{b.clock_hz / 1e6:.0f} MHz", b.run)
+        table.add_row(b.id, b.name, _kib(b.flash_bytes), _kib(b.ram_bytes), f"{b.clock_hz / 1e6:.0f} MHz",
+                      b.verified)
     out.print(table)
 
 
@@ -173,27 +179,48 @@ def compile_cmd(project_dir: Path) -> None:
 @project_option
 @board_option
 @click.option("--pio", is_flag=True, help="Emulated board: build through an offline PlatformIO project.")
+@offline_option
 @_friendly
-def build(project_dir: Path, board: str | None, pio: bool) -> None:
+def build(project_dir: Path, board: str | None, pio: bool, offline: bool) -> None:
     """Render the firmware for a board and build it; refuse with numbers when it does not fit.
 
-    Real boards get a PlatformIO project (firmware/<board>/platformio.ini) validated offline, and the
-    portable C is compiled with the board's CPU flags to check that it fits."""
+    STM32 boards get a bare-metal PlatformIO project (firmware/<board>/platformio.ini) that `pio run`
+    builds (PlatformIO installs the ST platform from its registry the first time; --offline needs
+    none). ESP32 boards get an ESP-IDF project that is not built here (no Xtensa compiler)."""
     from microt_deploy import pipeline
 
-    pipeline.build(project_dir, board, out, pio=pio)
+    pipeline.build(project_dir, board, out, pio=pio, offline=offline)
 
 
 @main.command()
 @project_option
 @board_option
-@port_option
+@click.option("--port", default=None,
+              help="Upload port (default: PlatformIO finds the ST-LINK itself).")
+@offline_option
 @_friendly
-def flash(project_dir: Path, board: str | None, port: str | None) -> None:
-    """Upload the built firmware to a real board (emulated boards are started by `eval`)."""
+def flash(project_dir: Path, board: str | None, port: str | None, offline: bool) -> None:
+    """Upload the built firmware to a real board with PlatformIO (emulated boards are started by `eval`)."""
     from microt_deploy import pipeline
 
-    pipeline.flash(project_dir, board, port, out)
+    pipeline.flash(project_dir, board, port, out, offline=offline)
+
+
+@main.command(name="export-lib")
+@project_option
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where to write the library (default: PROJECT/lib/microt).")
+@click.option("--max-slots", type=int, default=None,
+              help="Feature slots of the on-device training store (default 256).")
+@_friendly
+def export_lib(project_dir: Path, out_dir: Path | None, max_slots: int | None) -> None:
+    """The runtime, the compiled graphs and one header (microt.h) as a library for your own
+    STM32CubeIDE / CubeMX or PlatformIO project: staged inference and head training, no protocol."""
+    from microt_deploy.firmware.library import export_library, summary_lines
+
+    summary = export_library(project_dir, out_dir, max_slots=max_slots)
+    for line in summary_lines(summary):
+        out.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 @main.command(name="train-device")

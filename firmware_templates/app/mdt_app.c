@@ -1,62 +1,21 @@
-/* The portable firmware: main loop, command handlers, staged inference (docs/protocol.md).
+/* The portable firmware: main loop and command handlers (docs/protocol.md). Staged inference, the
+ * feature store and the trainer are the model's C API (microt.h), shared with the library export.
  * It never learns which board it runs on: only mdt_board.h does. */
 #include <string.h>
 
 #include "mdt_board.h"
 #include "mdt_config.h"
-#include "mdt_learn.h"
 #include "mdt_graphs.h"
 #include "mdt_protocol.h"
+#include "microt.h"
 
-#define INPUT_SIZE MDT_TRUNK_INPUT0_SIZE
-#define SPLIT_SIZE MDT_TRUNK_OUTPUT0_SIZE
-#define FLAG_FORCE_FULL 0x01u
-#define NO_PREDICTION 0xFFu
-
-/* The planner aligns every buffer to MDT_ARENA_ALIGN inside the arena; the arena itself too. */
-#ifndef MDT_ARENA_ALIGN
-#define MDT_ARENA_ALIGN 16
-#endif
-static int8_t arena[MDT_ARENA_SIZE] __attribute__((aligned(MDT_ARENA_ALIGN)));
-static int8_t input_buf[INPUT_SIZE];
-static int8_t split_buf[SPLIT_SIZE];
-static int8_t part_buf[MDT_PART_DIM];
-static int8_t full_buf[MDT_FULL_DIM];
-static uint8_t input_loaded;
+static int8_t split_buf[MICROT_SPLIT_SIZE];
 static uint8_t tensor_valid[3];
 static mdt_parser_t parser;
 static uint8_t resp[MDT_MAX_PAYLOAD];
 static uint8_t tx[MDT_MAX_PAYLOAD + MDT_FRAME_OVERHEAD];
 
-typedef struct {
-    uint64_t trunk, part_head, part_clf, rest, full_clf;
-} stage_counts_t;
-
-static void run_trunk_and_part(stage_counts_t *c)
-{
-    uint64_t t0, t1, t2;
-    memcpy(&arena[MDT_TRUNK_INPUT0_OFFSET], input_buf, INPUT_SIZE);
-    mdt_board_counter_align();
-    t0 = mdt_board_counter();
-    mdt_trunk_run(arena);
-    t1 = mdt_board_counter();
-    mdt_part_head_run(arena);
-    t2 = mdt_board_counter();
-    /* The rest may reuse the part head's output bytes: copy the features out first. */
-    memcpy(part_buf, &arena[MDT_PART_HEAD_OUTPUT0_OFFSET], MDT_PART_DIM);
-    c->trunk = t1 - t0;
-    c->part_head = t2 - t1;
-}
-
-static void run_rest(stage_counts_t *c)
-{
-    uint64_t t0 = mdt_board_counter();
-    mdt_rest_run(arena); /* resumes from the split activation still in the arena */
-    c->rest = mdt_board_counter() - t0;
-    memcpy(full_buf, &arena[MDT_REST_OUTPUT0_OFFSET], MDT_FULL_DIM);
-}
-
-static uint16_t put_counts3(const stage_counts_t *c)
+static uint16_t put_counts3(const microt_counts_t *c)
 {
     mdt_put_u64(&resp[1], c->trunk);
     mdt_put_u64(&resp[9], c->part_head);
@@ -86,10 +45,10 @@ static uint16_t cmd_hello(void)
     resp[at++] = mdt_board_counter_unit();
     mdt_put_u32(&resp[at], mdt_board_clock_hz());
     at += 4;
-    at = put_quant(at, INPUT_SIZE, MDT_TRUNK_INPUT0_SCALE, MDT_TRUNK_INPUT0_ZERO_POINT);
-    at = put_quant(at, SPLIT_SIZE, MDT_TRUNK_OUTPUT0_SCALE, MDT_TRUNK_OUTPUT0_ZERO_POINT);
-    at = put_quant(at, MDT_PART_DIM, MDT_PART_HEAD_OUTPUT0_SCALE, MDT_PART_HEAD_OUTPUT0_ZERO_POINT);
-    at = put_quant(at, MDT_FULL_DIM, MDT_REST_OUTPUT0_SCALE, MDT_REST_OUTPUT0_ZERO_POINT);
+    at = put_quant(at, MICROT_INPUT_SIZE, MICROT_INPUT_SCALE, MICROT_INPUT_ZERO_POINT);
+    at = put_quant(at, MICROT_SPLIT_SIZE, MDT_TRUNK_OUTPUT0_SCALE, MDT_TRUNK_OUTPUT0_ZERO_POINT);
+    at = put_quant(at, MICROT_PART_DIM, MICROT_PART_SCALE, MICROT_PART_ZERO_POINT);
+    at = put_quant(at, MICROT_FULL_DIM, MICROT_FULL_SCALE, MICROT_FULL_ZERO_POINT);
     mdt_put_u16(&resp[at], MDT_MAX_TASKS);
     mdt_put_u16(&resp[at + 2], MDT_MAX_CLASSES);
     mdt_put_u32(&resp[at + 4], MDT_MAX_SLOTS);
@@ -107,45 +66,29 @@ static uint16_t cmd_hello(void)
 
 static uint16_t cmd_load_input(const uint8_t *p, uint16_t len)
 {
-    uint32_t offset, n;
+    int st;
     if (len < 4) {
         return status_only(MDT_BAD_LENGTH);
     }
-    offset = mdt_get_u32(p);
-    n = (uint32_t)len - 4u;
-    if (offset > INPUT_SIZE || n > INPUT_SIZE - offset) {
-        return status_only(MDT_OUT_OF_RANGE);
+    st = microt_set_input(mdt_get_u32(p), (const int8_t *)(p + 4), (uint32_t)len - 4u);
+    if (st == MDT_OK) {
+        tensor_valid[0] = tensor_valid[1] = tensor_valid[2] = 0;
     }
-    memcpy(&input_buf[offset], p + 4, n);
-    input_loaded = 1;
-    tensor_valid[0] = tensor_valid[1] = tensor_valid[2] = 0;
-    return status_only(MDT_OK);
+    return status_only((uint8_t)st);
 }
 
 static uint16_t cmd_run_graphs(uint16_t len, int store, const uint8_t *p)
 {
-    stage_counts_t c = {0, 0, 0, 0, 0};
-    uint32_t slot = 0;
+    microt_counts_t c = {0, 0, 0, 0, 0};
+    int st;
     if (len != (store ? 4 : 0)) {
         return status_only(MDT_BAD_LENGTH);
     }
-    if (store) {
-        slot = mdt_get_u32(p);
-        if (slot >= MDT_MAX_SLOTS) {
-            return status_only(MDT_OUT_OF_RANGE);
-        }
+    st = store ? microt_store_features(mdt_get_u32(p), &c) : microt_run_graphs(split_buf, &c);
+    if (st != MDT_OK) {
+        return status_only((uint8_t)st);
     }
-    if (!input_loaded) {
-        return status_only(MDT_NOT_READY);
-    }
-    run_trunk_and_part(&c);
     if (!store) {
-        memcpy(split_buf, &arena[MDT_TRUNK_OUTPUT0_OFFSET], SPLIT_SIZE);
-    }
-    run_rest(&c);
-    if (store) {
-        (void)mdt_store_put(slot, part_buf, full_buf);
-    } else {
         tensor_valid[0] = 1;
     }
     tensor_valid[1] = tensor_valid[2] = 1;
@@ -155,8 +98,8 @@ static uint16_t cmd_run_graphs(uint16_t len, int store, const uint8_t *p)
 
 static uint16_t cmd_read_tensor(const uint8_t *p, uint16_t len)
 {
-    static const int8_t *const bufs[3] = {split_buf, part_buf, full_buf};
-    static const uint32_t sizes[3] = {SPLIT_SIZE, MDT_PART_DIM, MDT_FULL_DIM};
+    static const uint32_t sizes[3] = {MICROT_SPLIT_SIZE, MICROT_PART_DIM, MICROT_FULL_DIM};
+    const int8_t *bufs[3];
     uint32_t id, offset, n;
     if (len != 7) {
         return status_only(MDT_BAD_LENGTH);
@@ -173,6 +116,9 @@ static uint16_t cmd_read_tensor(const uint8_t *p, uint16_t len)
     if (n > MDT_MAX_PAYLOAD - 1u || offset > sizes[id] || n > sizes[id] - offset) {
         return status_only(MDT_OUT_OF_RANGE);
     }
+    bufs[0] = split_buf;
+    bufs[1] = microt_part_features();
+    bufs[2] = microt_full_features();
     memcpy(&resp[1], &bufs[id][offset], n);
     resp[0] = MDT_OK;
     return (uint16_t)(1u + n);
@@ -183,31 +129,27 @@ static uint16_t cmd_set_labels(const uint8_t *p, uint16_t len)
     if (len < 6) {
         return status_only(MDT_BAD_LENGTH);
     }
-    return status_only((uint8_t)mdt_set_labels(p[0], p[1], mdt_get_u32(p + 2), p + 6, (uint32_t)len - 6u));
+    return status_only((uint8_t)microt_set_labels(p[0], p[1], mdt_get_u32(p + 2), p + 6, (uint32_t)len - 6u));
 }
 
 static uint16_t cmd_train(const uint8_t *p, uint16_t len)
 {
-    float out[4];
-    uint64_t t0, t1;
+    microt_train_result_t r;
     int st;
     if (len != 19) {
         return status_only(MDT_BAD_LENGTH);
     }
-    mdt_board_counter_align();
-    t0 = mdt_board_counter();
-    st = mdt_train(p[0], mdt_get_u16(p + 1), mdt_get_f32(p + 3), mdt_get_u32(p + 7), mdt_get_u32(p + 11),
-                   mdt_get_u32(p + 15), out);
-    t1 = mdt_board_counter();
+    st = microt_train(p[0], mdt_get_u16(p + 1), mdt_get_f32(p + 3), mdt_get_u32(p + 7), mdt_get_u32(p + 11),
+                      mdt_get_u32(p + 15), &r);
     if (st != MDT_OK) {
         return status_only((uint8_t)st);
     }
     resp[0] = MDT_OK;
-    mdt_put_f32(&resp[1], out[0]);
-    mdt_put_f32(&resp[5], out[1]);
-    mdt_put_f32(&resp[9], out[2]);
-    mdt_put_f32(&resp[13], out[3]);
-    mdt_put_u64(&resp[17], t1 - t0);
+    mdt_put_f32(&resp[1], r.part_loss);
+    mdt_put_f32(&resp[5], r.part_accuracy);
+    mdt_put_f32(&resp[9], r.full_loss);
+    mdt_put_f32(&resp[13], r.full_accuracy);
+    mdt_put_u64(&resp[17], r.counter);
     return 25;
 }
 
@@ -218,7 +160,7 @@ static uint16_t cmd_set_ratio(const uint8_t *p, uint16_t len)
     if (len != 13) {
         return status_only(MDT_BAD_LENGTH);
     }
-    st = mdt_set_ratio(p[0], mdt_get_f32(p + 1), mdt_get_u32(p + 5), mdt_get_u32(p + 9), &threshold);
+    st = microt_set_ratio(p[0], mdt_get_f32(p + 1), mdt_get_u32(p + 5), mdt_get_u32(p + 9), &threshold);
     if (st != MDT_OK) {
         return status_only((uint8_t)st);
     }
@@ -229,76 +171,45 @@ static uint16_t cmd_set_ratio(const uint8_t *p, uint16_t len)
 
 static uint16_t cmd_infer(const uint8_t *p, uint16_t len)
 {
-    stage_counts_t c = {0, 0, 0, 0, 0};
-    const mdt_task_t *t;
-    float part_conf = 0.0f, full_conf = 0.0f;
-    uint8_t part_pred, full_pred = NO_PREDICTION, pred, exit_stage;
-    uint64_t t0;
+    microt_result_t r;
+    int st;
     if (len != 2) {
         return status_only(MDT_BAD_LENGTH);
     }
-    t = mdt_task(p[0]);
-    if (t == 0 || (p[1] & ~FLAG_FORCE_FULL) != 0) {
-        return status_only(MDT_BAD_ARGUMENT);
+    st = microt_infer(p[0], p[1], &r);
+    if (st != MDT_OK) {
+        return status_only((uint8_t)st);
     }
-    if (!input_loaded || !t->trained) {
-        return status_only(MDT_NOT_READY);
-    }
-    run_trunk_and_part(&c);
-    t0 = mdt_board_counter();
-    part_pred = mdt_classify(t->part_w, t->part_b, t->n_classes, MDT_PART_DIM, part_buf,
-                             MDT_PART_HEAD_OUTPUT0_SCALE, MDT_PART_HEAD_OUTPUT0_ZERO_POINT, &part_conf);
-    c.part_clf = mdt_board_counter() - t0;
     tensor_valid[0] = 0;
     tensor_valid[1] = 1;
-    tensor_valid[2] = 0;
-    exit_stage = part_conf >= t->threshold ? 0u : 1u;
-    pred = part_pred;
-    if (exit_stage == 1u || (p[1] & FLAG_FORCE_FULL)) {
-        run_rest(&c);
-        t0 = mdt_board_counter();
-        full_pred = mdt_classify(t->full_w, t->full_b, t->n_classes, MDT_FULL_DIM, full_buf,
-                                 MDT_REST_OUTPUT0_SCALE, MDT_REST_OUTPUT0_ZERO_POINT, &full_conf);
-        c.full_clf = mdt_board_counter() - t0;
-        tensor_valid[2] = 1;
-        if (exit_stage == 1u) {
-            pred = full_pred;
-        }
-    }
+    tensor_valid[2] = r.full_prediction != MICROT_NO_PREDICTION;
     resp[0] = MDT_OK;
-    resp[1] = pred;
-    resp[2] = exit_stage;
-    resp[3] = part_pred;
-    resp[4] = full_pred;
-    mdt_put_f32(&resp[5], part_conf);
-    mdt_put_f32(&resp[9], full_conf);
-    mdt_put_u64(&resp[13], c.trunk);
-    mdt_put_u64(&resp[21], c.part_head);
-    mdt_put_u64(&resp[29], c.part_clf);
-    mdt_put_u64(&resp[37], c.rest);
-    mdt_put_u64(&resp[45], c.full_clf);
+    resp[1] = r.prediction;
+    resp[2] = r.exit_stage;
+    resp[3] = r.part_prediction;
+    resp[4] = r.full_prediction;
+    mdt_put_f32(&resp[5], r.part_confidence);
+    mdt_put_f32(&resp[9], r.full_confidence);
+    mdt_put_u64(&resp[13], r.counts.trunk);
+    mdt_put_u64(&resp[21], r.counts.part_head);
+    mdt_put_u64(&resp[29], r.counts.part_classifier);
+    mdt_put_u64(&resp[37], r.counts.rest);
+    mdt_put_u64(&resp[45], r.counts.full_classifier);
     return 53;
 }
 
 static uint16_t cmd_read_head(const uint8_t *p, uint16_t len)
 {
-    const mdt_task_t *t;
     const float *w, *b;
     uint32_t dim, total, offset, count, i, nc;
+    int st;
     if (len != 8) {
         return status_only(MDT_BAD_LENGTH);
     }
-    t = mdt_task(p[0]);
-    if (t == 0 || p[1] > 1) {
-        return status_only(MDT_BAD_ARGUMENT);
+    st = microt_head(p[0], p[1], &w, &b, &nc, &dim);
+    if (st != MDT_OK) {
+        return status_only((uint8_t)st);
     }
-    if (!t->trained) {
-        return status_only(MDT_NOT_READY);
-    }
-    nc = t->n_classes;
-    dim = p[1] ? MDT_FULL_DIM : MDT_PART_DIM;
-    w = p[1] ? t->full_w : t->part_w;
-    b = p[1] ? t->full_b : t->part_b;
     total = nc * (dim + 1u);
     offset = mdt_get_u32(p + 2);
     count = mdt_get_u16(p + 6);
@@ -374,6 +285,7 @@ static void dispatch(void)
 int main(int argc, char **argv)
 {
     mdt_board_init(argc, argv);
+    microt_init(mdt_board_counter, mdt_board_counter_align);
     mdt_parser_reset(&parser);
     for (;;) {
         int busy = mdt_parser_busy(&parser);
