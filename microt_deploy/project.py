@@ -14,67 +14,15 @@ from typing import Any
 
 import tomli_w
 
-from microt_deploy import atomic
+from microt_deploy import atomic, config_schema
 from microt_deploy.errors import MicrotError
 
 CONFIG_NAME = "microt.toml"
 
-# The embedded default: a small MobileNetV2-style extractor on scikit-learn's digits, the two
-# local tasks sharing it, the emulated board and the paper's standard ratio 0.5.
-DEFAULT_CONFIG: dict[str, Any] = {
-    "model": {
-        "input_size": 32,
-        "stem_channels": 8,
-        # [expand ratio, out channels, stride, depthwise kernel] per inverted-residual block
-        "blocks": [
-            [1, 8, 1, 3],
-            [4, 16, 2, 3],
-            [4, 16, 1, 3],
-            [4, 24, 2, 3],
-            [4, 24, 1, 3],
-            [4, 32, 1, 3],
-            [4, 32, 1, 3],
-        ],
-        "split_block": 3,
-        "feature_channels": 64,
-        "teacher": "builtin:ssl-convnet",
-        "teacher_dim": 64,
-    },
-    "train": {
-        "seed": 0,
-        "teacher_epochs": 30,
-        "sskd_epochs": 30,
-        "joint_epochs": 30,
-        "batch_size": 64,
-        "lr": 0.01,
-        "momentum": 0.9,
-        "weight_decay": 5e-4,
-    },
-    "data": {
-        "dataset": "digits",
-        "split": [0.6, 0.15, 0.25],
-        "seed": 0,
-    },
-    "tasks": [
-        {"name": "digits", "labels": "digit", "classes": 10},
-        {"name": "loops", "labels": "loops", "classes": 3},
-    ],
-    "device": {
-        "board": "qemu_mps2_an386",
-        "port": "",
-        "ratio": 0.5,
-        "train_epochs": 30,
-        "train_lr": 0.05,
-        # How many samples of each split are streamed to the device (0 = the whole split). Sending a
-        # 3 KiB image into QEMU's UART takes ~0.19 s, so the default keeps the demo near 5 minutes.
-        "max_train_samples": 600,
-        "max_calib_samples": 200,
-        "max_test_samples": 300,
-    },
-    "eval": {
-        "ratios": [0.3, 0.5, 0.7],
-    },
-}
+# The embedded default (from the schema, microt_deploy/config_schema.py; docs/config.md explains each
+# key): a small MobileNetV2-style extractor on scikit-learn's digits, the two local tasks sharing it,
+# the emulated board and the paper's standard ratio 0.5.
+DEFAULT_CONFIG: dict[str, Any] = config_schema.default_config()
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -127,13 +75,17 @@ class Project:
 
 
 def init_project(root: Path, overrides: dict[str, Any] | None = None) -> Project:
-    """Create (or update) a project folder with the default config merged with ``overrides``."""
+    """Create (or update) a project folder with the default config merged with ``overrides``.
+
+    The merged config is checked against the schema first: what a later stage would refuse is
+    refused here, and nothing (not even the folder) is written then."""
     root = Path(root).resolve()
-    root.mkdir(parents=True, exist_ok=True)
     existing: dict[str, Any] = {}
     if (root / CONFIG_NAME).is_file():
         existing = _read_config(root / CONFIG_NAME)
     config = _merge(_merge(DEFAULT_CONFIG, existing), overrides or {})
+    config_schema.validate(config)
+    root.mkdir(parents=True, exist_ok=True)
     project = Project(root=root, config=config)
     project.save()
     return project
@@ -155,4 +107,6 @@ def open_project(root: Path) -> Project:
             f"{root} is not a microt-deploy project (no {CONFIG_NAME})",
             f"run `microt-deploy init {root}` first, or pass --project",
         )
-    return Project(root=root, config=_merge(DEFAULT_CONFIG, _read_config(path)))
+    config = _merge(DEFAULT_CONFIG, _read_config(path))
+    config_schema.validate(config)
+    return Project(root=root, config=config)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,19 @@ from microt_deploy.boards import Board
 from microt_deploy.evaluate.session import STAGES, TaskEvaluation
 
 FULL_MODEL_STAGES = ("trunk", "rest", "full_classifier")
+
+
+def sweep(ratios: Sequence[float], chosen: float) -> list[float]:
+    """The ratios to measure: the sweep without repeats and the project's chosen ratio
+    (``[device] ratio``) last, so the device is left at it."""
+    chosen = float(chosen)
+    rest = [r for r in dict.fromkeys(float(x) for x in ratios) if not math.isclose(r, chosen)]
+    return [*rest, chosen]
+
+
+def _is_chosen(report: dict[str, Any], ratio: float) -> bool:
+    chosen = report.get("chosen_ratio")
+    return chosen is not None and math.isclose(float(ratio), float(chosen))
 
 
 def _mean(values: np.ndarray) -> float:
@@ -74,14 +88,17 @@ def build_report(evals: Sequence[TaskEvaluation], board: Board, extra: dict[str,
 def terminal_table(report: dict[str, Any]) -> Table:
     """The MicroT table for the terminal."""
     unit = report["board"]["counter_unit"]
-    table = Table(title=f"MicroT on {report['board']['id']} ({unit} per inference, estimated energy)")
+    caption = "* the project's ratio (device.ratio in microt.toml)" if report.get("chosen_ratio") is not None else None
+    table = Table(title=f"MicroT on {report['board']['id']} ({unit} per inference, estimated energy)",
+                  caption=caption)
     for col in ("task", "ratio", "exit@part", "part acc", "full acc", "staged acc",
                 f"{unit}/inf", "energy mJ", "full-model mJ", "saved"):
         table.add_column(col, justify="right")
     for task in report["tasks"]:
         for row in task["ratios"].values():
             table.add_row(
-                task["task"], f"{row['ratio']:.2f}", f"{row['exit_at_part']:.0%}",
+                task["task"], f"{row['ratio']:.2f}" + ("*" if _is_chosen(report, row["ratio"]) else ""),
+                f"{row['exit_at_part']:.0%}",
                 f"{task['part_accuracy']:.1%}", f"{task['full_accuracy']:.1%}", f"{row['accuracy']:.1%}",
                 f"{row['counts_per_inference']:,.0f}", f"{row['energy_mj']:.4f}",
                 f"{task['full_model_energy_mj']:.4f}", f"{row['energy_saved_vs_full']:.1%}",
@@ -103,12 +120,16 @@ def markdown(report: dict[str, Any]) -> str:
     ]
     for task in report["tasks"]:
         for row in task["ratios"].values():
+            mark = " (chosen)" if _is_chosen(report, row["ratio"]) else ""
             lines.append(
-                f"| {task['task']} | {row['ratio']:.2f} | {row['threshold']:.4f} | {row['exit_at_part']:.1%} "
+                f"| {task['task']} | {row['ratio']:.2f}{mark} | {row['threshold']:.4f} | {row['exit_at_part']:.1%} "
                 f"| {task['part_accuracy']:.2%} | {task['full_accuracy']:.2%} | {row['accuracy']:.2%} "
                 f"| {row['counts_per_inference']:,.0f} | {row['energy_mj']:.4f} "
                 f"| {task['full_model_energy_mj']:.4f} | {row['energy_saved_vs_full']:.1%} |"
             )
+    if report.get("chosen_ratio") is not None:
+        lines += ["", f"(chosen): the project's stage-decision ratio, `device.ratio = {report['chosen_ratio']:g}` "
+                  "in microt.toml; eval sets it on the device last."]
     lines += ["", f"## Mean {unit} per stage (full path forced)", "", "| task | " + " | ".join(STAGES) + " |",
               "|---|" + "---|" * len(STAGES)]
     for task in report["tasks"]:
@@ -145,7 +166,8 @@ def plot(report: dict[str, Any], path: Path) -> None:
         ys = [100 * r["accuracy"] for r in rows]
         line = ax.plot(xs, ys, marker="o", label=f"{task['task']} staged")[0]
         for r in rows:
-            ax.annotate(f"r={r['ratio']:g}", (r["energy_mj"], 100 * r["accuracy"]), fontsize=7,
+            label = f"r={r['ratio']:g}" + (" (chosen)" if _is_chosen(report, r["ratio"]) else "")
+            ax.annotate(label, (r["energy_mj"], 100 * r["accuracy"]), fontsize=7,
                         textcoords="offset points", xytext=(4, -10))
         ax.scatter([task["full_model_energy_mj"]], [100 * task["full_accuracy"]], marker="s",
                    color=line.get_color(), label=f"{task['task']} full model")
