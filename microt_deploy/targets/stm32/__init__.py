@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -49,6 +50,30 @@ def _board_definition(board: Board) -> Path | None:
                       f"knows (checked here: {', '.join(known)})",
                       "use PlatformIO's id for the board, or add its board JSON to "
                       "firmware_templates/pio/stm32/boards/")
+
+
+LISTEN_TIMEOUT_S = 20.0
+
+
+def _wait_until_listening(port: serial.Serial, board: Board) -> None:
+    """QEMU's STM32L4 USART takes bytes off the socket before the guest has switched its receiver
+    on, and drops them: a first frame sent at once is lost. Repeat HELLO with a short timeout until
+    the firmware answers, then drop whatever late answers were still on their way."""
+    from microt_deploy.errors import DeviceError
+    from microt_deploy.link.device import Device
+
+    deadline = time.monotonic() + LISTEN_TIMEOUT_S
+    while True:
+        try:
+            Device(port, timeout=0.3).hello()
+            break
+        except DeviceError:
+            if time.monotonic() > deadline or getattr(port, "process", None) is not None and port.process.poll() \
+                    is not None:
+                raise DeviceError(f"{board.id} in QEMU did not answer HELLO within {LISTEN_TIMEOUT_S:.0f} s",
+                                  "run the image by hand in QEMU to see where it stops") from None
+    time.sleep(0.2)
+    port.reset_input_buffer()
 
 
 class Stm32Target(Target):
@@ -114,6 +139,7 @@ class Stm32Target(Target):
             raise MicrotError(f"{board.id} is a real board and QEMU does not emulate it",
                               "flash it with `microt-deploy flash`, then run eval (it finds the board's port)")
         with launch_qemu(board, image, limit_s) as port:
+            _wait_until_listening(port, board)
             yield port
 
     def flash(self, board: Board, fw_dir: Path, port: str | None, *, offline: bool = False) -> str:
