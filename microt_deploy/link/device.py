@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,13 +17,35 @@ import numpy as np
 import serial
 
 from microt_deploy.errors import DeviceError
-from microt_deploy.link.protocol import RESPONSE_BIT, Command, Decoder, Status, encode
+from microt_deploy.link.protocol import RESPONSE_BIT, SYNC, Command, Decoder, Frame, Status, encode
 
 COUNTER_UNITS = {0: "instructions", 1: "cycles", 2: "ns"}
 STAGES = ("trunk", "part_head", "part_classifier", "rest", "full_classifier")
 TENSORS = {"split": 0, "part": 1, "full": 2}
-# The device drops a partial frame after this long without a byte (MDT_RX_TIMEOUT_MS + margin).
+# The device drops a partial frame after this long without a byte (MDT_RX_TIMEOUT_MS + margin);
+# also how long an answer may pause before what came of it counts as damaged.
 RESYNC_S = 0.3
+
+# Why each command may be sent again when its answer is missing or damaged: the device may have
+# executed it already, so a second execution must leave the same state and give the same answer.
+# (firmware_templates/app/mdt_app.c, microt.c, mdt_learn.c; docs/protocol.md)
+RETRY_SAFE: dict[int, str] = {
+    Command.HELLO: "reads constants",
+    Command.LOAD_INPUT: "writes the same bytes at the same offset",
+    Command.RUN_GRAPHS: "recomputes from the loaded input; the counter is aligned first, so the counts repeat",
+    Command.READ_TENSOR: "reads only",
+    Command.STORE_FEATURES: "recomputes the loaded input's features and overwrites the same slot",
+    Command.SET_LABELS: "overwrites the same labels; the same n_classes does not reset the task",
+    Command.TRAIN: "zeroes both heads first and shuffles from the request's seed: same heads, same answer "
+                   "(the threshold it resets was reset by the first run too)",
+    Command.SET_RATIO: "recomputes the threshold from the stored features and heads, overwrites it",
+    Command.INFER: "recomputes from the loaded input and the task's heads and threshold; changes nothing but "
+                   "the READ_TENSOR copies, to the same values",
+    Command.READ_HEAD: "reads only",
+    Command.EXIT: "a device that ended cannot act on a second EXIT; a link closed after EXIT counts as done",
+}
+# Statuses the device's frame parser answers for a frame the link may have damaged.
+_TRANSPORT_STATUSES = (Status.BAD_CRC, Status.BAD_LENGTH, Status.BAD_VERSION)
 
 _HELLO = struct.Struct("<BBI" + "IfiIfiIfiIfi" + "HHIIH")
 _TRAIN = struct.Struct("<ffffQ")
@@ -109,65 +132,206 @@ class InferResult:
 
 
 class Device:
-    """A device behind ``port`` (a pyserial object: ``read``, ``write``, ``reset_input_buffer``)."""
+    """A device behind ``port`` (a pyserial object: ``read``, ``write``, ``reset_input_buffer``).
 
-    def __init__(self, port: Any, timeout: float = 10.0, long_timeout: float = 900.0) -> None:
+    ``timeout`` bounds the wait for the answer to a quick command, ``long_timeout`` for the ones
+    that compute (RUN_GRAPHS, STORE_FEATURES, TRAIN, SET_RATIO, INFER). A request whose answer is
+    missing, cut short, corrupted (bad CRC: skipped by the decoder), malformed, or refused by the
+    device's parser (BAD_CRC, or BAD_LENGTH / BAD_VERSION not repeated) is sent again, up to
+    ``retries`` more times, as long as the command may be re-sent (:data:`RETRY_SAFE`). Each
+    attempt has its own sequence number, so an earlier attempt's late answer is discarded.
+    ``stats`` counts what happened (see :meth:`_new_stats`).
+    """
+
+    def __init__(self, port: Any, timeout: float = 10.0, long_timeout: float = 900.0, retries: int = 4) -> None:
         self.port = port
         self.timeout = timeout
         self.long_timeout = long_timeout
+        self.retries = max(0, int(retries))
         self.decoder = Decoder()
         self.sequence = 0
         self.info: DeviceInfo | None = None
+        self.stats: dict[str, Any] = self._new_stats()
+        self._last_write = 0.0
+
+    @staticmethod
+    def _new_stats() -> dict[str, Any]:
+        return {
+            "requests": 0,  # calls of request() (one per command or chunk)
+            "attempts": 0,  # frames sent
+            "retries": 0,  # attempts after the first
+            "timeouts": 0,  # attempts that got no answer in time
+            "damaged": 0,  # attempts whose answer came damaged (bytes, then silence, no good frame)
+            "bad_status": 0,  # BAD_CRC / BAD_LENGTH / BAD_VERSION answers to our request
+            "malformed": 0,  # matching OK answers of the wrong size
+            "stale": 0,  # good frames that were not the answer (other sequence or command)
+            "salvaged": 0,  # answers found behind a false header in the receive buffer
+            "exhausted": 0,  # requests that ran out of attempts (raised DeviceError)
+            "exit_unconfirmed": 0,  # EXITs whose answer was lost with the link closing
+            "retries_by_command": {},
+        }
 
     # ------------------------------------------------------------ transport
-    def request(self, command: Command, payload: bytes = b"", timeout: float | None = None,
-                expect: Status | None = Status.OK) -> tuple[Status, bytes]:
-        """Send one request, return (status, response payload after the status byte)."""
-        self.sequence = (self.sequence + 1) & 0xFF
-        seq = self.sequence
-        try:
-            return self._exchange(command, seq, payload, timeout, expect)
-        except (serial.SerialException, OSError) as err:
-            raise DeviceError(f"lost the connection to the device during {command.name} ({err})",
-                              "check the port; the firmware may have stopped") from None
+    def request(self, command: Command | int, payload: bytes = b"", timeout: float | None = None,
+                expect: Status | None = Status.OK,
+                size: int | Callable[[bytes], bool] | None = None) -> tuple[Status, bytes]:
+        """Send one request, return (status, response payload after the status byte).
 
-    def _exchange(self, command: Command, seq: int, payload: bytes, timeout: float | None,
-                  expect: Status | None) -> tuple[Status, bytes]:
-        self.port.write(encode(command, seq, payload))
+        ``size``: the length an OK answer's body must have (or a predicate on it); an answer that
+        fails it counts as corrupted and the request is retried. ``expect=None`` returns whatever
+        status the device settles on instead of raising.
+        """
+        name = _name(command)
         wait = self.timeout if timeout is None else timeout
-        deadline = time.monotonic() + wait
-        frames: list = []
+        attempts = 1 + (self.retries if command in RETRY_SAFE else 0)
+        failures: list[str] = []
+        previous: Status | None = None
+        written = False
+        self.stats["requests"] += 1
+        for attempt in range(attempts):
+            if attempt:
+                self.stats["retries"] += 1
+                by_command = self.stats["retries_by_command"]
+                by_command[name] = by_command.get(name, 0) + 1
+                # After BAD_LENGTH / BAD_VERSION the device already hunts for sync again: no wait.
+                self._settle(wait_for_device=previous not in (Status.BAD_LENGTH, Status.BAD_VERSION))
+            self.sequence = (self.sequence + 1) & 0xFF
+            seq = self.sequence
+            self.stats["attempts"] += 1
+            try:
+                self.port.write(encode(command, seq, payload))
+                written = True
+                self._last_write = time.monotonic()
+                outcome = self._await(command, seq, wait)
+            except (serial.SerialException, OSError) as err:
+                if command == Command.EXIT and written:
+                    # The device ends right after answering EXIT; the answer can be lost with the link.
+                    self.stats["exit_unconfirmed"] += 1
+                    return Status.OK, b""
+                raise DeviceError(f"lost the connection to the device during {name} ({err})",
+                                  "check the port; the firmware may have stopped") from None
+            if isinstance(outcome, str):
+                failures.append(outcome)
+                previous = None
+                continue
+            code, body = outcome
+            if code not in Status._value2member_map_:
+                raise DeviceError(f"device answered unknown status {code} to {name}",
+                                  "host and firmware versions differ; rebuild and flash the firmware")
+            status = Status(code)
+            if status in _TRANSPORT_STATUSES:
+                self.stats["bad_status"] += 1
+                # BAD_LENGTH / BAD_VERSION twice in a row is the device's verdict on the request, not
+                # a corrupted header; BAD_CRC always means the link damaged the request.
+                settled = status != Status.BAD_CRC and status == previous
+                previous = status
+                if not settled and attempt + 1 < attempts:
+                    failures.append(f"{status.name} from the device")
+                    continue
+                if not settled and attempts > 1 and expect is not None:
+                    failures.append(f"{status.name} from the device")
+                    break
+                return self._check(name, status, body, expect)
+            previous = status
+            if status == Status.OK and size is not None and not (
+                    size(body) if callable(size) else len(body) == size):
+                self.stats["malformed"] += 1
+                failures.append(f"malformed answer ({len(body)} bytes)")
+                continue
+            return self._check(name, status, body, expect)
+        self.stats["exhausted"] += 1
+        raise self._exhausted(name, failures, wait)
+
+    def _await(self, command: Command | int, seq: int, wait: float) -> tuple[int, bytes] | str:
+        """The answer to attempt ``seq`` as (status byte, body), or why there is none."""
+        now = time.monotonic()
+        deadline = now + wait
+        last_rx = now
+        junk = False  # bytes arrived since the last whole frame
+        frames: list[Frame] = []
         while True:
             for frame in frames:
-                # Late answers (to garbage, or to a request that timed out) are skipped.
+                # Late answers (to garbage, or to an earlier attempt) are skipped.
                 if frame.sequence == seq and frame.command == (command | RESPONSE_BIT) and frame.payload:
-                    return self._check(command, frame.payload[0], frame.payload[1:], expect)
-            if time.monotonic() > deadline:
-                self._resync()
-                raise DeviceError(f"device did not answer {command.name} within {wait:g} s",
-                                  "check the port / that the firmware is flashed")
+                    return frame.payload[0], frame.payload[1:]
+                self.stats["stale"] += 1
+                if len(frame.payload) == 1 and frame.payload[0] in _TRANSPORT_STATUSES:
+                    # The parser refused a frame whose header the link damaged (its sequence or
+                    # command is not ours): most likely our request. Our answer, if it comes at
+                    # all, comes at once; do not wait out the whole timeout for it.
+                    deadline = min(deadline, time.monotonic() + RESYNC_S)
+            frames = []
+            now = time.monotonic()
+            if junk and now - last_rx > RESYNC_S:
+                # Bytes came, then nothing, and they were no whole frame: the answer was damaged
+                # (a bad CRC, a lost byte, a false length). A good frame may still sit behind a
+                # false header in the decoder's buffer.
+                junk = False
+                frames = self._salvage()
+                if frames:
+                    continue
+                self.stats["damaged"] += 1
+                return "damaged answer"
+            if now > deadline:
+                self.stats["timeouts"] += 1
+                return f"no answer within {wait:g} s"
             chunk = self.port.read(max(1, getattr(self.port, "in_waiting", 0) or 1))
-            frames = self.decoder.feed(chunk) if chunk else []
+            if chunk:
+                last_rx = time.monotonic()
+                frames = self.decoder.feed(chunk)
+                junk = not frames or bool(self.decoder.buffer)
 
-    def _check(self, command: Command, code: int, body: bytes, expect: Status | None) -> tuple[Status, bytes]:
-        if code not in Status._value2member_map_:
-            raise DeviceError(f"device answered unknown status {code} to {command.name}",
-                              "host and firmware versions differ; rebuild and flash the firmware")
-        status = Status(code)
-        if expect is not None and status != expect:
-            name = status.name
-            raise DeviceError(f"device answered {name} to {command.name}",
-                              _HINTS.get(status, "check the request against docs/protocol.md"))
-        return status, body
+    def _salvage(self) -> list[Frame]:
+        """Complete, CRC-checked frames behind the false start at the front of the decoder's buffer.
 
-    def _resync(self) -> None:
-        time.sleep(RESYNC_S)
+        The decoder waits for all ``length`` bytes a header claims before it checks the CRC, so a
+        damaged length field hides the frames behind it until that many bytes arrive."""
+        flush = getattr(self.decoder, "flush", None)
+        frames: list[Frame] = []
+        if flush is not None:  # protocol.Decoder.flush: give up the false start, rescan after it
+            while self.decoder.buffer and not frames:
+                frames = flush()
+        else:
+            buf = bytes(self.decoder.buffer)
+            start = buf.find(SYNC, 1)
+            while start >= 0 and not frames:
+                frames = Decoder(self.decoder.max_payload).feed(buf[start:])
+                start = buf.find(SYNC, start + 1)
+            self.decoder = Decoder(self.decoder.max_payload)
+        if frames:
+            self.stats["salvaged"] += 1
+        return frames
+
+    def _settle(self, wait_for_device: bool = True) -> None:
+        """Before re-sending: let the device's receiver drop a partial frame (it does so after
+        MDT_RX_TIMEOUT_MS without a byte), then forget everything received so far."""
+        if wait_for_device:
+            time.sleep(max(0.0, RESYNC_S - (time.monotonic() - self._last_write)))
         self.port.reset_input_buffer()
         self.decoder = Decoder(self.decoder.max_payload)
 
+    def _check(self, name: str, status: Status, body: bytes, expect: Status | None) -> tuple[Status, bytes]:
+        if expect is not None and status != expect:
+            raise DeviceError(f"device answered {status.name} to {name}",
+                              _HINTS.get(status, "check the request against docs/protocol.md"))
+        return status, body
+
+    def _exhausted(self, name: str, failures: list[str], wait: float) -> DeviceError:
+        n = len(failures)
+        if all(f.startswith("no answer") for f in failures):
+            lead = f"after {n} attempts, " if n > 1 else ""
+            return DeviceError(f"{lead}device did not answer {name} within {wait:g} s",
+                               "check the port / that the firmware is flashed")
+        tally: dict[str, int] = {}
+        for f in failures:
+            tally[f] = tally.get(f, 0) + 1
+        what = ", ".join(f"{k} x{v}" if v > 1 else k for k, v in tally.items())
+        return DeviceError(f"{name} failed after {n} attempt{'s' if n != 1 else ''} ({what})",
+                           "the link loses or corrupts frames; check the cable / baud rate, or allow more retries")
+
     # ------------------------------------------------------------ commands
     def hello(self) -> DeviceInfo:
-        _, body = self.request(Command.HELLO)
+        _, body = self.request(Command.HELLO, size=_hello_size)
         v = _HELLO.unpack_from(body)
         name_len = body[_HELLO.size]
         name = body[_HELLO.size + 1 : _HELLO.size + 1 + name_len].decode("ascii", errors="replace")
@@ -186,10 +350,10 @@ class Device:
                               "quantise the sample with the exported input parameters")
         step = info.max_payload - 4
         for offset in range(0, len(data), step):
-            self.request(Command.LOAD_INPUT, struct.pack("<I", offset) + data[offset : offset + step])
+            self.request(Command.LOAD_INPUT, struct.pack("<I", offset) + data[offset : offset + step], size=0)
 
     def run_graphs(self) -> dict[str, int]:
-        _, body = self.request(Command.RUN_GRAPHS, timeout=self.long_timeout)
+        _, body = self.request(Command.RUN_GRAPHS, timeout=self.long_timeout, size=24)
         return dict(zip(("trunk", "part_head", "rest"), struct.unpack("<3Q", body), strict=True))
 
     def read_tensor(self, tensor: int | str) -> bytes:
@@ -202,12 +366,13 @@ class Device:
         step = info.max_payload - 1
         while len(out) < size:
             n = min(step, size - len(out))
-            _, body = self.request(Command.READ_TENSOR, struct.pack("<BIH", tid, len(out), n))
+            _, body = self.request(Command.READ_TENSOR, struct.pack("<BIH", tid, len(out), n), size=n)
             out += body
         return bytes(out)
 
     def store_features(self, slot: int) -> dict[str, int]:
-        _, body = self.request(Command.STORE_FEATURES, struct.pack("<I", slot), timeout=self.long_timeout)
+        _, body = self.request(Command.STORE_FEATURES, struct.pack("<I", slot), timeout=self.long_timeout,
+                               size=24)
         return dict(zip(("trunk", "part_head", "rest"), struct.unpack("<3Q", body), strict=True))
 
     def set_labels(self, task: int, n_classes: int, first_slot: int, labels: bytes | np.ndarray) -> None:
@@ -215,21 +380,22 @@ class Device:
         step = self._info().max_payload - 6
         for start in range(0, max(len(labels), 1), step):
             chunk = bytes(labels[start : start + step])
-            self.request(Command.SET_LABELS, struct.pack("<BBI", task, n_classes, first_slot + start) + chunk)
+            self.request(Command.SET_LABELS, struct.pack("<BBI", task, n_classes, first_slot + start) + chunk,
+                         size=0)
 
     def train(self, task: int, epochs: int, lr: float, first_slot: int, n_slots: int, seed: int = 0) -> TrainResult:
         payload = struct.pack("<BHfIII", task, epochs, lr, first_slot, n_slots, seed)
-        _, body = self.request(Command.TRAIN, payload, timeout=self.long_timeout)
+        _, body = self.request(Command.TRAIN, payload, timeout=self.long_timeout, size=_TRAIN.size)
         return TrainResult(*_TRAIN.unpack(body))
 
     def set_ratio(self, task: int, ratio: float, first_slot: int, n_slots: int) -> float:
         payload = struct.pack("<BfII", task, ratio, first_slot, n_slots)
-        _, body = self.request(Command.SET_RATIO, payload, timeout=self.long_timeout)
+        _, body = self.request(Command.SET_RATIO, payload, timeout=self.long_timeout, size=4)
         return struct.unpack("<f", body)[0]
 
     def infer(self, task: int, force_full: bool = False) -> InferResult:
         _, body = self.request(Command.INFER, struct.pack("<BB", task, 1 if force_full else 0),
-                               timeout=self.long_timeout)
+                               timeout=self.long_timeout, size=_INFER.size)
         pred, stage, part_pred, full_pred, conf, full_conf, *counts = _INFER.unpack(body)
         return InferResult(prediction=pred, exit_stage=stage, part_prediction=part_pred,
                            full_prediction=None if full_pred == 0xFF else full_pred, confidence=conf,
@@ -241,20 +407,33 @@ class Device:
         step = (self._info().max_payload - 5) // 4
         total = None
         while total is None or len(values) < total:
-            n = step if total is None else min(step, total - len(values))
-            _, body = self.request(Command.READ_HEAD, struct.pack("<BBIH", task, which, len(values), 0 if total
-                                                                  is None else n))
-            n_classes, dim = struct.unpack_from("<HH", body)
+            n = 0 if total is None else min(step, total - len(values))
+            _, body = self.request(Command.READ_HEAD, struct.pack("<BBIH", task, which, len(values), n),
+                                   size=4 + 4 * n)
+            shape = struct.unpack_from("<HH", body)
             if total is None:
+                n_classes, dim = shape
                 total = n_classes * (dim + 1)
                 continue
+            if shape != (n_classes, dim):
+                raise DeviceError(f"the head's shape changed while reading it ({n_classes}x{dim} -> "
+                                  f"{shape[0]}x{shape[1]})", "do not train the task while reading its heads")
             values += struct.unpack_from(f"<{(len(body) - 4) // 4}f", body, 4)
         arr = np.asarray(values, dtype=np.float32)
         w = arr[: n_classes * dim].reshape(n_classes, dim)
         return w, arr[n_classes * dim :].copy()
 
     def exit(self, code: int = 0) -> None:
-        self.request(Command.EXIT, struct.pack("<B", code))
+        self.request(Command.EXIT, struct.pack("<B", code), size=0)
+
+
+def _name(command: Command | int) -> str:
+    return command.name if isinstance(command, Command) else (
+        Command(command).name if command in Command._value2member_map_ else f"command 0x{command:02X}")
+
+
+def _hello_size(body: bytes) -> bool:
+    return len(body) > _HELLO.size and len(body) == _HELLO.size + 1 + body[_HELLO.size]
 
 
 _HINTS = {
