@@ -9,7 +9,7 @@ STAMPS := .stamps
 APT_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm iproute2
 PROJECT ?= demo-project
 
-.PHONY: setup demo test test-quick bench lint clean
+.PHONY: setup demo test test-quick bench lint clean fuzz
 
 setup: $(STAMPS)/apt $(STAMPS)/venv
 
@@ -61,6 +61,34 @@ bench: setup
 
 lint: setup
 	$(VENV)/bin/ruff check microt_deploy tests
+
+# Bounded coverage-guided fuzzing (fuzz/run.py): the frame parser and the command handlers with
+# libFuzzer (Debian's clang; -fsanitize=fuzzer needs its compiler-rt package), the .tflite reader
+# with atheris. FUZZ_SECONDS per target; prints executions, cov/ft and crashes (exit 1 on a crash).
+FUZZ_SECONDS ?= 60
+ATHERIS := atheris==3.0.0
+
+$(STAMPS)/fuzz: $(STAMPS)/venv
+	@mkdir -p $(STAMPS)
+	@SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	probe=$$(mktemp -d); \
+	printf '#include <stddef.h>\n#include <stdint.h>\nint LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) { (void)d; (void)n; return 0; }\n' > $$probe/p.c; \
+	if ! clang -fsanitize=fuzzer,address,undefined $$probe/p.c -o $$probe/p 2>/dev/null; then \
+	  echo "installing Debian packages: clang and its compiler-rt (libFuzzer, ASan, UBSan)"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+	    --no-install-recommends clang >/dev/null || exit 1; \
+	  major=$$(clang -dumpversion | cut -d. -f1); \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
+	    libclang-rt-$$major-dev >/dev/null || exit 1; \
+	  clang -fsanitize=fuzzer,address,undefined $$probe/p.c -o $$probe/p \
+	    || { echo "clang cannot build libFuzzer targets"; rm -rf $$probe; exit 1; }; \
+	fi; \
+	rm -rf $$probe
+	@$(PY) -c "import atheris" 2>/dev/null || $(PY) -m pip install -q --disable-pip-version-check $(ATHERIS)
+	@touch $@
+
+fuzz: $(STAMPS)/fuzz
+	$(PY) fuzz/run.py --seconds $(FUZZ_SECONDS)
 
 clean:
 	rm -rf $(STAMPS) $(PROJECT) build

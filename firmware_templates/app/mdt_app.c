@@ -228,7 +228,7 @@ static uint16_t cmd_read_head(const uint8_t *p, uint16_t len)
 
 static void send(uint8_t command, uint8_t sequence, uint16_t length)
 {
-    uint32_t n = mdt_frame_encode(tx, (uint8_t)(command | 0x80u), sequence, resp, length);
+    uint32_t n = mdt_frame_encode(tx, (uint8_t)(command | MDT_RESPONSE_BIT), sequence, resp, length);
     mdt_board_write(tx, n);
 }
 
@@ -282,30 +282,38 @@ static void dispatch(void)
     send(parser.command, parser.sequence, out);
 }
 
+static void handle(mdt_event_t ev)
+{
+    /* A rescan after a false start may hold further frames: answer them all, in order. */
+    while (ev != MDT_EV_NONE) {
+        if (ev == MDT_EV_FRAME) {
+            dispatch();
+        } else {
+            send(parser.command, parser.sequence, status_only(parser.error));
+        }
+        ev = mdt_parser_poll(&parser);
+    }
+}
+
 int main(int argc, char **argv)
 {
     mdt_board_init(argc, argv);
     microt_init(mdt_board_counter, mdt_board_counter_align);
     mdt_parser_reset(&parser);
+    tensor_valid[0] = tensor_valid[1] = tensor_valid[2] = 0;
     for (;;) {
         int busy = mdt_parser_busy(&parser);
         int byte = mdt_board_read_byte(busy ? MDT_RX_TIMEOUT_MS : 1000u);
-        mdt_event_t ev;
         if (byte == MDT_READ_CLOSED) {
             mdt_board_exit(0);
             return 0;
         }
         if (byte == MDT_READ_TIMEOUT) {
             if (busy) {
-                mdt_parser_reset(&parser); /* drop the partial frame */
+                handle(mdt_parser_timeout(&parser)); /* give up the partial frame, rescan after it */
             }
             continue;
         }
-        ev = mdt_parser_feed(&parser, (uint8_t)byte);
-        if (ev == MDT_EV_FRAME) {
-            dispatch();
-        } else if (ev == MDT_EV_ERROR) {
-            send(parser.command, parser.sequence, status_only(parser.error));
-        }
+        handle(mdt_parser_feed(&parser, (uint8_t)byte));
     }
 }

@@ -35,6 +35,16 @@ static void init_labels(void)
     }
 }
 
+void mdt_learn_reset(void)
+{
+    memset(store_part, 0, sizeof(store_part));
+    memset(store_full, 0, sizeof(store_full));
+    memset(slot_used, 0, sizeof(slot_used));
+    memset(tasks, 0, sizeof(tasks));
+    labels_init = 0;
+    init_labels();
+}
+
 mdt_task_t *mdt_task(uint32_t task)
 {
     return task < MDT_MAX_TASKS ? &tasks[task] : 0;
@@ -62,7 +72,7 @@ int mdt_set_labels(uint32_t task, uint32_t n_classes, uint32_t first_slot, const
     uint32_t i;
     mdt_task_t *t = mdt_task(task);
     init_labels();
-    if (t == 0 || n_classes < 2 || n_classes > MDT_MAX_CLASSES) {
+    if (t == 0 || n_classes < 2 || n_classes > MDT_MAX_CLASSES || (lab == 0 && count > 0)) {
         return MDT_BAD_ARGUMENT;
     }
     if (!range_ok(first_slot, count)) {
@@ -79,7 +89,9 @@ int mdt_set_labels(uint32_t task, uint32_t n_classes, uint32_t first_slot, const
         t->n_classes = (uint16_t)n_classes;
         t->threshold = MDT_NEVER_EXIT;
     }
-    memcpy(&labels[task][first_slot], lab, count);
+    if (count > 0) {
+        memcpy(&labels[task][first_slot], lab, count);
+    }
     return MDT_OK;
 }
 
@@ -195,13 +207,33 @@ static void evaluate(const mdt_task_t *t, uint32_t task, uint32_t first, uint32_
     *acc_out = (float)correct / (float)n;
 }
 
+static int all_finite(const float *v, uint32_t n)
+{
+    uint32_t i;
+    for (i = 0; i < n; i++) {
+        if (!isfinite(v[i])) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static int heads_finite(const mdt_task_t *t)
+{
+    uint32_t n = t->n_classes;
+    return all_finite(t->part_w, n * MDT_PART_DIM) && all_finite(t->part_b, n) &&
+           all_finite(t->full_w, n * MDT_FULL_DIM) && all_finite(t->full_b, n);
+}
+
 int mdt_train(uint32_t task, uint32_t epochs, float lr, uint32_t first_slot, uint32_t n_slots,
               uint32_t seed, float out[4])
 {
     uint32_t e, i, state = seed ? seed : 0x9E3779B9u;
     mdt_task_t *t = mdt_task(task);
     init_labels();
-    if (t == 0 || epochs == 0 || n_slots == 0 || !(lr > 0.0f)) {
+    /* !(lr > 0) also refuses NaN; isfinite() refuses inf, whatever the comparison said. */
+    if (t == 0 || epochs == 0 || epochs > MDT_MAX_EPOCHS || n_slots == 0 || !(lr > 0.0f) || !isfinite(lr) ||
+        lr > MDT_MAX_LR) {
         return MDT_BAD_ARGUMENT;
     }
     if (!range_ok(first_slot, n_slots)) {
@@ -234,10 +266,15 @@ int mdt_train(uint32_t task, uint32_t epochs, float lr, uint32_t first_slot, uin
             sgd_step(t->full_w, t->full_b, t->n_classes, MDT_FULL_DIM, y, lr);
         }
     }
-    t->trained = 1;
     t->threshold = MDT_NEVER_EXIT; /* a threshold belongs to the heads it was computed with */
     evaluate(t, task, first_slot, n_slots, 0, &out[0], &out[1]);
     evaluate(t, task, first_slot, n_slots, 1, &out[2], &out[3]);
+    if (!heads_finite(t) || !isfinite(out[0]) || !isfinite(out[2])) {
+        /* The learning rate blew the heads up (inf / NaN): leave the task untrained, refuse. */
+        t->trained = 0;
+        return MDT_BAD_ARGUMENT;
+    }
+    t->trained = 1;
     return MDT_OK;
 }
 
@@ -282,7 +319,8 @@ int mdt_set_ratio(uint32_t task, float ratio, uint32_t first_slot, uint32_t n_sl
 {
     uint32_t i, k;
     mdt_task_t *t = mdt_task(task);
-    if (t == 0 || !(ratio >= 0.0f && ratio <= 1.0f) || n_slots == 0) {
+    /* The comparisons are false for NaN: a NaN ratio is refused too. */
+    if (t == 0 || !(ratio >= 0.0f && ratio <= 1.0f) || n_slots == 0 || threshold == 0) {
         return MDT_BAD_ARGUMENT;
     }
     if (!range_ok(first_slot, n_slots)) {
@@ -306,6 +344,9 @@ int mdt_set_ratio(uint32_t task, float ratio, uint32_t first_slot, uint32_t n_sl
         }
         sort_floats(scratch_conf, n_slots);
         k = (uint32_t)((1.0f - ratio) * (float)(n_slots - 1u));
+        if (k >= n_slots || !isfinite(scratch_conf[k])) {
+            return MDT_NOT_READY; /* cannot happen with finite heads (mdt_train refuses others) */
+        }
         t->threshold = scratch_conf[k];
     }
     *threshold = t->threshold;

@@ -11,7 +11,9 @@
 /* microt.h's statuses are the protocol's status byte values that mdt_learn.c returns. */
 typedef char microt_status_check[(MICROT_OK == MDT_OK && MICROT_BAD_ARGUMENT == MDT_BAD_ARGUMENT &&
                                   MICROT_NOT_READY == MDT_NOT_READY && MICROT_OUT_OF_RANGE == MDT_OUT_OF_RANGE &&
-                                  MICROT_PART_DIM == MDT_PART_DIM && MICROT_FULL_DIM == MDT_FULL_DIM)
+                                  MICROT_PART_DIM == MDT_PART_DIM && MICROT_FULL_DIM == MDT_FULL_DIM &&
+                                  MICROT_MAX_EPOCHS == MDT_MAX_EPOCHS &&
+                                  MICROT_FORCE_FULL == MDT_FLAG_FORCE_FULL)
                                      ? 1
                                      : -1];
 
@@ -47,10 +49,15 @@ void microt_init(microt_counter_fn counter, microt_align_fn align)
 
 int microt_set_input(uint32_t offset, const int8_t *data, uint32_t length)
 {
+    if (data == NULL && length > 0) {
+        return MICROT_BAD_ARGUMENT;
+    }
     if (offset > MICROT_INPUT_SIZE || length > MICROT_INPUT_SIZE - offset) {
         return MICROT_OUT_OF_RANGE;
     }
-    memcpy(&input_buf[offset], data, length);
+    if (length > 0) {
+        memcpy(&input_buf[offset], data, length);
+    }
     input_loaded = 1;
     return MICROT_OK;
 }
@@ -70,6 +77,9 @@ int8_t microt_quantize(float value, float scale, int32_t zero_point)
 int microt_set_input_f32(uint32_t offset, const float *values, uint32_t count)
 {
     uint32_t i;
+    if (values == NULL && count > 0) {
+        return MICROT_BAD_ARGUMENT;
+    }
     if (offset > MICROT_INPUT_SIZE || count > MICROT_INPUT_SIZE - offset) {
         return MICROT_OUT_OF_RANGE;
     }
@@ -192,7 +202,7 @@ int microt_set_ratio(uint32_t task, float ratio, uint32_t first_slot, uint32_t n
 int microt_threshold(uint32_t task, float *threshold)
 {
     const mdt_task_t *t = mdt_task(task);
-    if (t == 0) {
+    if (t == 0 || threshold == NULL) {
         return MICROT_BAD_ARGUMENT;
     }
     if (!t->trained) {
@@ -209,7 +219,7 @@ int microt_infer(uint32_t task, uint32_t flags, microt_result_t *result)
     float part_conf = 0.0f, full_conf = 0.0f;
     uint8_t part_pred, full_pred = MICROT_NO_PREDICTION, pred, exit_stage;
     uint64_t t0;
-    if (t == 0 || (flags & ~MICROT_FORCE_FULL) != 0) {
+    if (t == 0 || (flags & ~MICROT_FORCE_FULL) != 0 || result == NULL) {
         return MICROT_BAD_ARGUMENT;
     }
     if (!input_loaded || !t->trained) {
@@ -246,7 +256,7 @@ int microt_head(uint32_t task, uint32_t which, const float **weights, const floa
                 uint32_t *n_classes, uint32_t *dim)
 {
     const mdt_task_t *t = mdt_task(task);
-    if (t == 0 || which > 1) {
+    if (t == 0 || which > 1 || weights == NULL || biases == NULL || n_classes == NULL || dim == NULL) {
         return MICROT_BAD_ARGUMENT;
     }
     if (!t->trained) {

@@ -60,6 +60,8 @@ extern "C" {
 #define MICROT_FORCE_FULL 0x01u    /* microt_infer flag: also run the rest and the full classifier */
 #define MICROT_NO_PREDICTION 0xFFu /* full_prediction when the rest did not run */
 #define MICROT_NEVER_EXIT 2.0f     /* a task's threshold before microt_set_ratio (or ratio 0) */
+#define MICROT_MAX_EPOCHS 65535u   /* microt_train: 1 <= epochs <= MICROT_MAX_EPOCHS */
+#define MICROT_MAX_LR 1000.0f      /* microt_train: 0 < lr <= MICROT_MAX_LR, finite */
 
 /* Optional stage counts: a free-running 64-bit counter (cycles, ns, ...) and an optional hook called
  * once before the first stage of a run, so that deltas are reproducible where the counter is coarse.
@@ -118,13 +120,16 @@ int microt_set_labels(uint32_t task, uint32_t n_classes, uint32_t first_slot, co
  * first_slot .. first_slot + n_slots - 1) from zero: `epochs` passes of per-sample SGD on softmax
  * cross entropy with learning rate `lr`, the order shuffled by a xorshift32 seeded with `seed`
  * (0: a fixed default). Same slots, labels and seed give the same floats. `result` may be NULL.
- * Training resets the task's threshold to MICROT_NEVER_EXIT. */
+ * Training resets the task's threshold to MICROT_NEVER_EXIT.
+ * MICROT_BAD_ARGUMENT: epochs 0 or > MICROT_MAX_EPOCHS, lr NaN / inf / <= 0 / > MICROT_MAX_LR,
+ * n_slots 0, or heads that came out non-finite (the task is then untrained). Never a NaN with OK. */
 int microt_train(uint32_t task, uint32_t epochs, float lr, uint32_t first_slot, uint32_t n_slots,
                  uint32_t seed, microt_train_result_t *result);
 
 /* The stage-decision ratio: the fraction of samples that should exit at the part model. Sets the
  * task's threshold to the (1 - ratio) quantile of the part confidence on the calibration slots
  * first_slot .. first_slot + n_slots - 1 (ratio 0: nothing exits early; 1: everything does).
+ * A ratio outside [0, 1] (or NaN) or n_slots 0: MICROT_BAD_ARGUMENT.
  * `threshold` may be NULL. */
 int microt_set_ratio(uint32_t task, float ratio, uint32_t first_slot, uint32_t n_slots, float *threshold);
 int microt_threshold(uint32_t task, float *threshold);

@@ -4,9 +4,11 @@ and compiler hash), stream samples through stdin/stdout. Also the `infer` verb's
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -20,6 +22,18 @@ from .reader import read_model
 
 HERE = Path(__file__).resolve().parent
 CFLAGS = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror"]
+# The sanitized mode: ASan + UBSan, any report ends the run non-zero; the arena is a heap block of
+# exactly MDT_ARENA_SIZE bytes (harness.c, MDT_HARNESS_HEAP_ARENA), so a kernel that runs past it
+# is caught too. On for every run with MICROT_SANITIZE=1 (e.g. over the whole bit-exactness suite).
+SANITIZE_FLAGS = ["-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer",
+                  "-DMDT_HARNESS_HEAP_ARENA"]
+SANITIZE_ENV = "MICROT_SANITIZE"
+
+
+def _sanitize_default(sanitize: bool | None) -> bool:
+    if sanitize is not None:
+        return sanitize
+    return os.environ.get(SANITIZE_ENV, "") not in ("", "0")
 
 
 def cache_dir() -> Path:
@@ -35,10 +49,13 @@ def _toolchain_hash() -> str:
     return h.hexdigest()
 
 
-def build_host_binary(tflite_path: str | Path) -> Path:
-    """Compile and build the model for the host once; return the cached executable."""
+def build_host_binary(tflite_path: str | Path, sanitize: bool | None = None) -> Path:
+    """Compile and build the model for the host once; return the cached executable. ``sanitize``:
+    an ASan + UBSan build (default: the MICROT_SANITIZE environment variable)."""
+    sanitize = _sanitize_default(sanitize)
     model_bytes = Path(tflite_path).read_bytes()
-    key = hashlib.sha256(model_bytes + _toolchain_hash().encode()).hexdigest()[:24]
+    key = hashlib.sha256(model_bytes + _toolchain_hash().encode() + (b"asan+ubsan" if sanitize else b"")
+                         ).hexdigest()[:24]
     final = cache_dir() / key
     binary = final / "model"
     if binary.is_file():
@@ -60,8 +77,9 @@ def build_host_binary(tflite_path: str | Path) -> Path:
                f"#define H_OUTPUT_OFFSETS {arr(g['outputs'], 'offset')}",
                f"#define H_OUTPUT_SIZES {arr(g['outputs'], 'size')}"]
         (work / "harness_cfg.h").write_text("\n".join(cfg) + "\n")
-        cmd = ["gcc", *CFLAGS, "-I", str(work), "-I", str(RUNTIME_DIR), str(HERE / "harness.c"),
-               str(work / "mdt_model.c"), *map(str, runtime_sources()), "-o", str(work / "model")]
+        cmd = ["gcc", *CFLAGS, *(SANITIZE_FLAGS if sanitize else []), "-I", str(work), "-I", str(RUNTIME_DIR),
+               str(HERE / "harness.c"), str(work / "mdt_model.c"), *map(str, runtime_sources()), "-o",
+               str(work / "model")]
         res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode != 0:
             raise MicrotError(f"host build of the generated C failed: {res.stderr.strip()[:400]}",
@@ -102,20 +120,30 @@ def _batch(graph, inputs: list[np.ndarray]) -> int:
     return batch or 1
 
 
-def run_model(tflite_path: str | Path, inputs: list[np.ndarray]) -> list[np.ndarray]:
+def run_model(tflite_path: str | Path, inputs: list[np.ndarray], sanitize: bool | None = None) -> list[np.ndarray]:
     """Run the model's generated C on the host over a batch (axis 0); one array per output, in the
-    model's I/O types (int8, or float32 for float-I/O models)."""
+    model's I/O types (int8, or float32 for float-I/O models). ``sanitize``: run an ASan + UBSan
+    build (default: MICROT_SANITIZE); a sanitizer report fails the run."""
     graph = read_model(tflite_path)
     batch = _batch(graph, inputs)
     shapes = [graph.t(i).shape for i in graph.inputs]
     per_sample = [np.asarray(x).reshape((batch, *s[1:]) if s else (batch,)) for x, s in zip(inputs, shapes,
                                                                                              strict=True)]
     stream = b"".join(x[b].tobytes() for b in range(batch) for x in per_sample)
-    binary = build_host_binary(tflite_path)
-    res = subprocess.run([str(binary)], input=stream, capture_output=True, timeout=600)
-    if res.returncode != 0:
-        raise MicrotError(f"the host build of the model failed (exit {res.returncode}): "
-                          f"{res.stderr.decode(errors='replace').strip()[:200]}", "report this as a compiler bug")
+    sanitize = _sanitize_default(sanitize)
+    binary = build_host_binary(tflite_path, sanitize)
+    env = None
+    if sanitize:  # a clean run is one without any report: make every report fatal and visible
+        env = {**os.environ, "ASAN_OPTIONS": "abort_on_error=0:exitcode=86:detect_leaks=0",
+               "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1:exitcode=87"}
+    res = subprocess.run([str(binary)], input=stream, capture_output=True, timeout=600, env=env)
+    err = res.stderr.decode(errors="replace")
+    if res.returncode != 0 or (sanitize and ("runtime error" in err or "Sanitizer" in err)):
+        report = err.strip()
+        if sanitize and "Sanitizer" in report:
+            report = report[report.find("==") if "==" in report else 0 :]
+        raise MicrotError(f"the host build of the model failed (exit {res.returncode}): {report[:600]}",
+                          "report this as a compiler bug")
     outs = [graph.t(i) for i in graph.outputs]
     step = sum(t.nbytes for t in outs)
     data = np.frombuffer(res.stdout, dtype=np.uint8)
@@ -135,7 +163,12 @@ def run_model(tflite_path: str | Path, inputs: list[np.ndarray]) -> list[np.ndar
 
 def infer_files(model: str | Path, input_npy: str | Path, output_npy: str | Path) -> np.ndarray:
     """`microt-deploy infer`: run the single-input model on an .npy (int8, or float32 for float-input
-    models), write the output .npy atomically."""
+    models), write the output .npy atomically (``-``: to standard output). An output path that is a
+    link, device, FIFO, socket or folder is refused before anything runs."""
+    to_stdout = str(output_npy) == "-"
+    fix = "name a new or regular .npy file, or - for standard output"
+    if not to_stdout:
+        atomic.check_file_target(Path(output_npy), fix)
     try:
         x = np.load(input_npy, allow_pickle=False)
     except (OSError, ValueError) as exc:
@@ -145,8 +178,11 @@ def infer_files(model: str | Path, input_npy: str | Path, output_npy: str | Path
     if len(outputs) != 1:
         raise MicrotError(f"the model has {len(outputs)} outputs; infer writes one .npy",
                           "use microt_deploy.compiler.host_runner.run_model for multi-output models")
-    with tempfile.TemporaryFile() as handle:
-        np.save(handle, outputs[0])
-        handle.seek(0)
-        atomic.write_bytes(Path(output_npy), handle.read())
+    buf = io.BytesIO()
+    np.save(buf, outputs[0])
+    if to_stdout:
+        sys.stdout.buffer.write(buf.getvalue())
+        sys.stdout.buffer.flush()
+    else:
+        atomic.write_bytes(Path(output_npy), buf.getvalue(), fix=fix)
     return outputs[0]

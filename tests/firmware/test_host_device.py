@@ -1,5 +1,9 @@
 """The host build of the firmware against the real client over a real pty: every command, the
-error statuses, malformed input, the trainer, the SET_RATIO quantile rule and staged inference."""
+error statuses, malformed input, the trainer, the SET_RATIO quantile rule and staged inference.
+
+Every test runs twice: against the plain build and against an ASan + UBSan build (the `sanitize`
+option; -fno-sanitize-recover: any memory error or UB ends the firmware with a non-zero status,
+which the device fixture checks after each test). The tensor test is the bit-exactness check."""
 
 import dataclasses
 import json
@@ -10,10 +14,40 @@ import time
 import numpy as np
 import pytest
 
+from microt_deploy.boards import load_board
 from microt_deploy.errors import DeviceError
 from microt_deploy.link.device import Device
 from microt_deploy.link.protocol import Command, Decoder, Status, encode
-from tests.firmware.toy_model import FULL, INPUT, PART, SCALES, toy_outputs
+from microt_deploy.targets import build, launch, render_firmware
+from tests.firmware.toy_model import FULL, INPUT, PART, SCALES, toy_outputs, write_toy_model
+
+
+@pytest.fixture(scope="module", params=["plain", "sanitized"])
+def host_image(request, tmp_path_factory):
+    """The host firmware of conftest.py, plain and under ASan + UBSan."""
+    root = tmp_path_factory.mktemp(f"host_fw_{request.param}")
+    board = load_board("host")
+    options = {"max_tasks": 2, "max_classes": 8, "max_slots": 64}
+    if request.param == "sanitized":
+        options["sanitize"] = True
+    render_firmware(write_toy_model(root / "compiled"), board, root / "fw", options)
+    image = build(board, root / "fw").image
+    if request.param == "sanitized":
+        data = image.read_bytes()
+        assert b"__asan_report" in data and b"__ubsan_handle" in data
+    return image
+
+
+@pytest.fixture
+def device(host_image):
+    """A live device; afterwards it must still answer and end cleanly (a sanitizer report would
+    have ended it with a non-zero status)."""
+    with launch(load_board("host"), host_image, limit_s=120) as port:
+        dev = Device(port, timeout=5.0, long_timeout=30.0)
+        yield dev
+        if port.process.poll() is None:
+            dev.exit(0)
+        assert port.process.wait(timeout=10) == 0
 
 
 def test_hello_reports_model_and_limits(device):
@@ -90,6 +124,21 @@ def test_malformed_input_never_loses_sync(device):
     port.write(encode(Command.LOAD_INPUT, 11, struct.pack("<I", 0) + bytes(16))[:-5])
     assert answers(0.4) == []
     assert device.hello().max_slots == 64
+    # A truncated frame followed at once by a good one: the good one is still answered. Its claimed
+    # payload runs out inside the good frame: the truncated one is answered BAD_CRC, then HELLO.
+    port.write(encode(Command.LOAD_INPUT, 12, struct.pack("<I", 0) + bytes(8))[:-6] + encode(Command.HELLO, 13))
+    frames = answers()
+    assert [(f.command, f.sequence, f.payload[0]) for f in frames] == [
+        (0x82, 12, Status.BAD_CRC), (0x81, 13, Status.OK)]
+    # It claims more than follows: the good frame is answered after the byte timeout gives it up.
+    port.write(encode(Command.LOAD_INPUT, 14, struct.pack("<I", 0) + bytes(16))[:-12] + encode(Command.HELLO, 15))
+    frames = answers(0.5)
+    assert [(f.command, f.sequence, f.payload[0]) for f in frames] == [(0x81, 15, Status.OK)]
+    # Two false starts (a bad version, an oversize length) right before a good frame, in one write.
+    port.write(b"\xa5\x5a\x07\x01\x10" + b"\xa5\x5a\x01\x02\x11\xff\xff" + encode(Command.HELLO, 18))
+    frames = answers()
+    assert [(f.command, f.sequence, f.payload[0]) for f in frames] == [
+        (0x81, 16, Status.BAD_VERSION), (0x82, 17, Status.BAD_LENGTH), (0x81, 18, Status.OK)]
     # A random random-bytes storm including sync bytes: the device keeps answering afterwards.
     for _ in range(5):
         port.write(rng.integers(0, 256, 500, dtype=np.uint8).tobytes() + b"\xa5\x5a")
@@ -184,9 +233,6 @@ def test_set_ratio_quantile_rule_and_staged_inference(device):
 
 
 def test_exit_ends_the_program_with_its_code(host_image):
-    from microt_deploy.boards import load_board
-    from microt_deploy.targets import launch
-
     with launch(load_board("host"), host_image) as port:
         Device(port).exit(5)
         assert port.process.wait(timeout=5) == 5
