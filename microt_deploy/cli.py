@@ -25,18 +25,31 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 
+# The verbs that write the project: one of them at a time per project (PROJECT/.microt.lock).
+LOCKING = {"train", "export", "compile", "build", "flash", "eval", "train-device", "demo", "report", "export-lib"}
+
+
 def _friendly(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn MicrotError into a one-line message and an exit code; never a bare traceback."""
+    """Turn MicrotError into a one-line message and an exit code; never a bare traceback. While the
+    verb runs, SIGINT / SIGTERM / SIGHUP end every child process group, remove the command's
+    temporary outputs, print `interrupted by SIGTERM` and exit 128 + signo; a verb that writes the
+    project holds its lock (``--wait``: waits for another command instead of refusing)."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from microt_deploy import atomic, children
+
+        wait = bool(kwargs.pop("wait", False))
         try:
-            return func(*args, **kwargs)
+            with children.signal_handlers(_announce, atomic.remove_temporaries), _project_lock(kwargs, wait):
+                return func(*args, **kwargs)
         except MicrotError as err:
             console.print(f"[bold red]error:[/] {err.one_line()}", highlight=False, soft_wrap=True)
             sys.exit(err.exit_code)
-        except KeyboardInterrupt:
-            console.print("[bold red]interrupted[/]")
+        except KeyboardInterrupt:  # a Ctrl-C before the handlers were in place
+            children.kill_all()
+            atomic.remove_temporaries()
+            _announce("interrupted by SIGINT")
             sys.exit(130)
         except Exception as err:  # noqa: BLE001 - last line of defence: one line, not a traceback
             if os.environ.get("MICROT_DEBUG"):
@@ -52,6 +65,32 @@ def _friendly(func: Callable[..., Any]) -> Callable[..., Any]:
             sys.exit(1)
 
     return wrapper
+
+
+def _announce(line: str) -> None:
+    """One line on stderr, written directly (safe inside a signal handler, and with rich mid-render)."""
+    sys.stderr.write(f"\n{line}\n" if console.is_terminal else f"{line}\n")
+    sys.stderr.flush()
+
+
+def _project_lock(kwargs: dict[str, Any], wait: bool) -> Any:
+    """The project lock for a verb in LOCKING, taken only on a project folder (or by demo, which
+    creates one): a mistyped --project gets its own one-line error, no stray lock file."""
+    import contextlib
+
+    ctx = click.get_current_context(silent=True)
+    command = ctx.info_name if ctx is not None else ""
+    root = kwargs.get("project_dir")
+    if command not in LOCKING or root is None:
+        return contextlib.nullcontext()
+    root = Path(root)
+    if command == "demo":
+        root.mkdir(parents=True, exist_ok=True)
+    elif not (root / "microt.toml").is_file():
+        return contextlib.nullcontext()
+    from microt_deploy.lock import project_lock
+
+    return project_lock(root, command, wait=wait)
 
 
 project_option = click.option(
@@ -148,10 +187,43 @@ def _kib(n: int) -> str:
 @_friendly
 def train(project_dir: Path) -> None:
     """Stages 1-3: self-supervised distillation, split, joint training of part and full."""
-    from microt_deploy import pipeline
+    from rich.table import Table
 
-    result = pipeline.train(project_dir)
-    out.print_json(json.dumps(result.get("summary", {})))
+    from microt_deploy import pipeline
+    from microt_deploy.project import open_project
+
+    summary = pipeline.train(project_dir)  # what checkpoints/train.json holds
+    seconds = summary.get("seconds", {})
+    stages = Table(title="training (mean loss per epoch)")
+    for col in ("stage", "epochs", "loss", "first", "last", "seconds"):
+        stages.add_column(col, justify="left" if col in ("stage", "loss") else "right")
+    teacher = summary.get("teacher", {})
+    for stage, history, key, loss, secs in (
+        (f"teacher {teacher.get('spec', '')}", teacher.get("losses", []), None, "NT-Xent", "teacher_s"),
+        ("SSKD (stage 1)", summary.get("sskd", {}).get("losses", []), "mse", "MSE to teacher", "sskd_s"),
+        ("joint (stage 3)", summary.get("joint", {}).get("losses", []), "total", "L3+L4+L5+L6", "joint_s"),
+    ):
+        values = [h[key] if key else h for h in history]
+        first, last = (f"{values[0]:.4f}", f"{values[-1]:.4f}") if values else ("-", "-")
+        stages.add_row(stage, str(len(values)), loss, first, last, f"{seconds.get(secs, 0.0):.1f}")
+    out.print(stages)
+    probe = summary.get("probe", {})
+    accuracy = Table(title=f"linear-probe accuracy (fit on {probe.get('fit', 'train')}, scored on "
+                           f"{probe.get('scored_on', 'calib')})")
+    for col in ("task", "part before joint", "full before joint", "part after", "full after"):
+        accuracy.add_column(col, justify="left" if col == "task" else "right")
+    before, after = probe.get("before_joint", {}), probe.get("after_joint", {})
+    for task in after:
+        accuracy.add_row(task, *(f"{acc.get(task, {}).get(which, 0.0):.1%}" for acc in (before, after)
+                                  for which in ("part", "full")))
+    out.print(accuracy)
+    macs = summary.get("macs", {})
+    if macs:
+        out.print(f"full model {macs['full']:,} MACs, trunk {macs['part_share']:.0%} of them; joint training on "
+                  f"task '{summary.get('task', '')}'; {seconds.get('total_s', 0.0):.0f} s in all", highlight=False)
+    checkpoints = open_project(project_dir).checkpoints
+    out.print(f"checkpoint: {checkpoints / 'extractor.pt'} (summary: {checkpoints / 'train.json'})",
+              highlight=False, soft_wrap=True)
 
 
 @main.command()
@@ -288,14 +360,17 @@ def demo(project_dir: Path, board: str | None, fresh: bool) -> None:
 @click.option("--input", "input_npy", required=True, type=click.Path(path_type=Path),
               help="int8 .npy: one sample, or a batch along the first axis.")
 @click.option("--output", "output_npy", required=True, type=click.Path(path_type=Path),
-              help="Where to write the int8 output .npy.")
+              help="Where to write the int8 output .npy (- for standard output).")
 @_friendly
 def infer(model: Path, input_npy: Path, output_npy: Path) -> None:
     """Run any supported int8 .tflite through the generated C on this machine."""
     from microt_deploy.compiler.host_runner import infer_files
 
     result = infer_files(model, input_npy, output_npy)
-    out.print(f"wrote {output_npy}: {result.dtype} {tuple(result.shape)}")
+    if str(output_npy) == "-":  # the .npy went to stdout; the summary goes to stderr
+        console.print(f"wrote the output to stdout: {result.dtype} {tuple(result.shape)}", highlight=False)
+    else:
+        out.print(f"wrote {output_npy}: {result.dtype} {tuple(result.shape)}")
 
 
 @main.command()
@@ -320,6 +395,11 @@ def bench(models: str | None, project_dir: Path | None, json_path: Path | None) 
             raise MicrotError(f"no exported graphs in {export_dir}", "run `microt-deploy export` first")
         paths += graphs
     run_bench(paths, json_path, out)
+
+
+for _verb in (train, export, compile_cmd, build, flash, export_lib, train_device, eval_cmd, report, demo):
+    _verb.params.append(click.Option(["--wait"], is_flag=True,
+                                     help="Wait while another command works on the project instead of refusing."))
 
 
 if __name__ == "__main__":

@@ -98,7 +98,10 @@ def compile(project_dir: Path, console: Console) -> dict[str, Any]:  # noqa: A00
         GraphSpec(paths["part_head"], prefix=PREFIX["part_head"], input_bindings={0: (PREFIX["trunk"], 0)}),
         GraphSpec(paths["rest"], prefix=PREFIX["rest"], input_bindings={0: (PREFIX["trunk"], 0)}),
     ]
-    plan = compile_program(specs, project.compiled_dir)
+    from microt_deploy import atomic
+
+    with atomic.staged_dir(project.compiled_dir) as staged:  # the three files appear together or not at all
+        plan = compile_program(specs, staged)
     console.print(summarize(plan), soft_wrap=True, highlight=False, markup=False)
     return plan
 
@@ -112,8 +115,7 @@ def build(project_dir: Path, board_id: str | None, console: Console, *, pio: boo
     board = load_board(board_id or project.config["device"]["board"])
     if not (project.compiled_dir / "mdt_model.c").is_file():
         raise MicrotError(f"no compiled model in {project.compiled_dir}", "run `microt-deploy compile` first")
-    from microt_deploy.targets import build as build_image
-    from microt_deploy.targets import render_firmware
+    from microt_deploy.targets import build_firmware
 
     fw_dir = project.firmware_dir(board.id)
     options = _firmware_options(project)
@@ -122,8 +124,8 @@ def build(project_dir: Path, board_id: str | None, console: Console, *, pio: boo
             raise MicrotError(f"--pio is for the emulated board; {board.id} is always a PlatformIO project",
                               "drop --pio")
         options["pio"] = True
-    config = render_firmware(project.compiled_dir, board, fw_dir, options)
-    result = build_image(board, fw_dir, offline=offline)
+    # rendered and built in a staging folder: a failed build keeps the last good firmware/<board>/
+    config, result = build_firmware(project.compiled_dir, board, fw_dir, options, offline=offline)
     console.print(_build_line(board, result), soft_wrap=True)
     if board.ram_bytes:
         console.print(f"feature store: {config.max_slots:,} samples of {config.slot_bytes} B "
@@ -163,6 +165,13 @@ def flash(project_dir: Path, board_id: str | None, port: str | None, console: Co
     if not built:
         raise MicrotError(f"no successful build of {board.id} in {fw_dir}",
                           f"run `microt-deploy build --board {board.id}` first (the last one did not finish)")
+    from microt_deploy.targets import failed_build_log
+
+    failed = failed_build_log(fw_dir)
+    if failed.is_file():  # the folder still holds the build before the one that failed
+        first = failed.read_text(errors="replace").splitlines()[0:1] or ["(no details)"]
+        raise MicrotError(f"the last build of {board.id} failed ({first[0]}); {fw_dir} holds an earlier build",
+                          f"fix it and run `microt-deploy build --board {board.id}` again (see {failed})")
     flash_image(board, fw_dir, port, offline=offline)
     console.print(f"flashed {board.id}" + (f" through {port}" if port else ""))
 
@@ -240,7 +249,8 @@ def evaluate(project_dir: Path, board_id: str | None, port: str | None, console:
     from microt_deploy.model.data import load_splits
 
     dev_cfg = project.config["device"]
-    ratios = list(ratios or project.config["eval"]["ratios"])
+    chosen = float(dev_cfg["ratio"])  # the project's ratio: always measured, last, so the device keeps it
+    ratios = reporting.sweep(ratios or project.config["eval"]["ratios"], chosen)
     splits = load_splits(project.config)
     tasks = _task_specs(project, splits)
     n_train = _limit(len(splits["train"].images), int(dev_cfg.get("max_train_samples", 0)))
@@ -282,6 +292,7 @@ def evaluate(project_dir: Path, board_id: str | None, port: str | None, console:
 
     simulation = _simulate(project, info, trained, evals, calib_q, test_q, ratios)
     extra = {
+        "chosen_ratio": chosen,
         "device_training": training,
         "device": {k: getattr(hello, k) for k in getattr(hello, "__dataclass_fields__", {})},
         "simulation": simulation,
@@ -291,7 +302,7 @@ def evaluate(project_dir: Path, board_id: str | None, port: str | None, console:
     }
     train_json = project.checkpoints / "train.json"
     if train_json.is_file():
-        extra["extractor"] = json.loads(train_json.read_text()).get("summary", {})
+        extra["extractor"] = json.loads(train_json.read_text())  # the file is the summary
     report = reporting.build_report(evals, board, extra)
     run_dir = project.runs_dir / time.strftime("%Y%m%d-%H%M%S")
     reporting.write_report(report, run_dir)
@@ -311,7 +322,8 @@ def _fit_store(hello: Any, n_train: int, n_calib: int, console: Console) -> tupl
     calib = max(1, round(slots * n_calib / (n_train + n_calib)))
     train = slots - calib
     console.print(f"the device holds {slots:,} samples: training on {train:,} of {n_train:,} and calibrating on "
-                  f"{calib:,} of {n_calib:,} (set [device] max_train_samples / max_calib_samples to choose)")
+                  f"{calib:,} of {n_calib:,} (set [device] max_train_samples / max_calib_samples to choose)",
+                  markup=False)
     return train, calib
 
 

@@ -33,6 +33,11 @@ class Target:
         does not know one must refuse it."""
         raise NotImplementedError
 
+    def stack_in_ram(self, board: Board) -> bool:
+        """False where the board's linker script puts the stack outside the RAM region that
+        ``ram_bytes`` budgets (the feature store may then use that room)."""
+        return True
+
     def build(self, board: Board, fw_dir: Path, desc: dict[str, Any], *, offline: bool = False) -> BuildResult:
         """Build the rendered folder into an image; records the result in its build.json."""
         raise NotImplementedError

@@ -18,6 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from microt_deploy import children
 from microt_deploy.boards import Board
 from microt_deploy.errors import MicrotError, ToolMissingError
 from microt_deploy.targets.toolchain import overflow_error, require_tool
@@ -88,8 +89,8 @@ def run_pio(args: list[str], project_dir: Path, core_dir: Path | None, *, offlin
     if offline or forced_offline():
         cmd = [*isolation_prefix(), "sh", "-c", _LO_UP, *cmd]
     try:
-        return subprocess.run(cmd, cwd=project_dir, env=env, capture_output=True, text=True, timeout=timeout_s,
-                              stdin=subprocess.DEVNULL)
+        return children.run(cmd, cwd=project_dir, env=env, capture_output=True, text=True, timeout=timeout_s,
+                            stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         raise MicrotError(f"PlatformIO ({' '.join(args[:2])}) took over {timeout_s:.0f} s",
                           "check the machine's load and the project folder") from None
@@ -184,7 +185,7 @@ def _installed(folder: Path, kind: str, name: str, version: str) -> None:
 def gcc_release() -> str:
     """The version of Debian's arm-none-eabi-gcc, e.g. 12.2.1."""
     gcc = require_tool("arm-none-eabi-gcc")
-    return subprocess.run([gcc, "-dumpversion"], capture_output=True, text=True, check=True).stdout.strip()
+    return children.run([gcc, "-dumpversion"], capture_output=True, text=True, check=True).stdout.strip()
 
 
 def offline_core(core_dir: Path, platforms: dict[str, Path] | None = None) -> Path:

@@ -6,6 +6,7 @@ and reaps QEMU (under a watchdog) when the context ends. Used by every family th
 from __future__ import annotations
 
 import contextlib
+import signal
 import socket
 import subprocess
 import tempfile
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import serial
 
+from microt_deploy import children
 from microt_deploy.boards import Board
 from microt_deploy.errors import DeviceError
 from microt_deploy.targets.toolchain import require_tool
@@ -56,18 +58,15 @@ class Watchdog:
     def _fire(self) -> None:
         if self.proc.poll() is None:
             self.fired = True
-            self.proc.kill()
+            children.signal_group(self.proc, signal.SIGKILL)
 
     def cancel(self) -> None:
         self._timer.cancel()
 
 
 def stop(proc: subprocess.Popen, grace_s: float = 3.0) -> None:
-    try:
-        proc.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    """Give the process ``grace_s`` to exit, then end its whole process group; reaps it."""
+    children.stop(proc, grace_s)
 
 
 @contextlib.contextmanager
@@ -75,8 +74,8 @@ def launch_qemu(board: Board, image: Path, limit_s: float = DEFAULT_LIMIT_S) -> 
     stderr = tempfile.TemporaryFile()
     for attempt in range(3):
         port_no = _free_port()
-        proc = subprocess.Popen(qemu_command(board, image, port_no), stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
+        proc = children.popen(qemu_command(board, image, port_no), stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=stderr)
         dog = Watchdog(proc, limit_s)
         port = _connect(proc, port_no)
         if port is not None:

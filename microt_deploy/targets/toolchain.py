@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from microt_deploy import atomic
+from microt_deploy import atomic, children
 from microt_deploy.boards import Board
 from microt_deploy.errors import MicrotError, ToolMissingError
 
@@ -76,7 +76,16 @@ def parse_memory_usage(log: str) -> dict[str, tuple[int, int]]:
     return {m[1]: (int(m[2]) * _UNITS[m[3]], int(m[4]) * _UNITS[m[5]]) for m in _REGION.finditer(log)}
 
 
-def overflow_error(board: Board, log: str) -> MicrotError | None:
+class FitError(MicrotError):
+    """A linker region overflowed: ``region`` and by how many bytes (``over``)."""
+
+    def __init__(self, problem: str, fix: str = "", exit_code: int | None = None, *, region: str = "",
+                 over: int = 0) -> None:
+        super().__init__(problem, fix, exit_code)
+        self.region, self.over = region, over
+
+
+def overflow_error(board: Board, log: str) -> FitError | None:
     """The one-line error for a linker region overflow, or None when nothing overflowed."""
     match = _OVERFLOW.search(log)
     if not match:
@@ -85,9 +94,10 @@ def overflow_error(board: Board, log: str) -> MicrotError | None:
     sizes = {"RAM": board.ram_bytes, "FLASH": board.flash_bytes}
     size = sizes.get(region)
     needs = f" (needs {size + over:,} of {size:,})" if size else ""
-    return MicrotError(
+    return FitError(
         f"model does not fit {board.id}: {region} overflowed by {over:,} bytes{needs}",
         "choose an earlier split or a smaller model, lower max_slots/max_classes, or pick a board with more memory",
+        region=region, over=over,
     )
 
 
@@ -102,7 +112,7 @@ def linked_sizes(board: Board, log: str) -> tuple[int, int]:
 
 def host_sizes(image: Path) -> tuple[int, int]:
     """(flash-like, RAM-like) bytes of a host executable: text + data, data + bss."""
-    out = subprocess.run([require_tool("size"), str(image)], capture_output=True, text=True, check=True).stdout
+    out = children.run([require_tool("size"), str(image)], capture_output=True, text=True, check=True).stdout
     text, data, bss = (int(v) for v in out.splitlines()[1].split()[:3])
     return text + data, data + bss
 
@@ -113,7 +123,8 @@ def compile_direct(board: Board, fw_dir: Path, desc: dict[str, Any], image: Path
     tmp = image.with_name(f".{image.name}.tmp")
     cmd = [cc, *desc["cflags"], *desc["sources"], *desc["ldflags"], "-o", str(tmp.relative_to(fw_dir))]
     try:
-        proc = subprocess.run(cmd, cwd=fw_dir, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
+        proc = children.run(cmd, cwd=fw_dir, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S,
+                            stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         raise MicrotError(f"building {board.id} took over {BUILD_TIMEOUT_S} s", "check the machine's load") from None
     log = proc.stdout + proc.stderr

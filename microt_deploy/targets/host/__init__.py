@@ -14,6 +14,7 @@ from typing import Any
 import jinja2
 import serial
 
+from microt_deploy import children
 from microt_deploy.boards import Board
 from microt_deploy.errors import MicrotError
 from microt_deploy.firmware.render import FirmwareConfig
@@ -47,8 +48,8 @@ class HostTarget(Target):
         # The firmware owns the pty master (stdin/stdout); the host opens the slave like a real tty.
         master, slave = pty.openpty()
         try:
-            proc = subprocess.Popen([str(image)], stdin=master, stdout=master, stderr=subprocess.DEVNULL,
-                                    close_fds=True, start_new_session=True)
+            proc = children.popen([str(image)], stdin=master, stdout=master, stderr=subprocess.DEVNULL,
+                                  close_fds=True)
         except OSError as err:
             os.close(master)
             os.close(slave)

@@ -107,6 +107,11 @@ class Stm32Target(Target):
             "config": asdict(config),
         }
 
+    def stack_in_ram(self, board: Board) -> bool:
+        from microt_deploy.targets.stm32 import layer
+
+        return layer.layer_data(board)["stack_region"] == "RAM"
+
     def build(self, board: Board, fw_dir: Path, desc: dict[str, Any], *, offline: bool = False) -> BuildResult:
         fw_dir = Path(fw_dir)
         platformio.validate_project(board, fw_dir)
