@@ -19,6 +19,7 @@ from microt_deploy import __version__, atomic
 from microt_deploy.boards import load_board
 from microt_deploy.errors import MicrotError
 from microt_deploy.firmware.render import (
+    KERNEL_STATIC_BYTES,
     TEMPLATES,
     graph_prefixes,
     graphs_header,
@@ -35,9 +36,6 @@ MAX_SLOTS = 65535  # the trainer's shuffle order is uint16_t
 APP_FILES = ("microt.h", "microt.c", "mdt_learn.h", "mdt_learn.c", "mdt_protocol.h")
 # mdt_protocol.h sizes a parser type with MDT_MAX_PAYLOAD; the library never makes one.
 LIBRARY_PAYLOAD = 256
-# Tables the DSP kernels (runtime/mdt_dsp.c) keep between calls on cores with the DSP extension
-# (Cortex-M4/M7/M33); 0 elsewhere. tests/firmware/test_library.py checks it against the ARM build.
-KERNEL_STATIC_BYTES = 7228
 POINTER_BYTES = 4  # the RAM figures are for a 32-bit MCU
 MANIFEST = "library.json"
 

@@ -30,6 +30,10 @@ DEFAULTS: dict[str, int] = {
 MIN_SLOTS = 16
 # Room for newlib's own data (errno, impure struct) and alignment between sections.
 LIBC_SLACK = 4096
+# Tables the DSP kernels (runtime/mdt_dsp.c) keep between calls on cores with the DSP extension
+# (Cortex-M4/M7); 0 elsewhere. tests/firmware/test_library.py checks it against the ARM build.
+KERNEL_STATIC_BYTES = 7228
+DSP_CORES = ("cortex-m4", "cortex-m7", "cortex-m33")
 MODEL_MACROS = (
     "MDT_ARENA_SIZE",
     "MDT_TRUNK_INPUT0_SIZE",
@@ -109,8 +113,10 @@ def read_model_sizes(header: Path) -> dict[str, int]:
     return sizes
 
 
-def plan_sizes(board: Board, model: dict[str, int], options: dict[str, Any] | None = None) -> FirmwareConfig:
-    """Choose MAX_SLOTS so that arena + buffers + feature store fit the board's RAM."""
+def plan_sizes(board: Board, model: dict[str, int], options: dict[str, Any] | None = None, *,
+               stack_in_ram: bool = True) -> FirmwareConfig:
+    """Choose MAX_SLOTS so that arena + buffers + feature store fit the board's RAM. ``stack_in_ram``
+    False: the board keeps its stack in a region of its own, which the RAM budget then omits."""
     opts = {**DEFAULTS, **(options or {})}
     unknown = set(opts) - set(DEFAULTS)
     if unknown:
@@ -125,7 +131,8 @@ def plan_sizes(board: Board, model: dict[str, int], options: dict[str, Any] | No
     heads = tasks * (4 * classes * (part + full + 2) + 16)
     fixed = (model["MDT_ARENA_SIZE"] + model["MDT_TRUNK_INPUT0_SIZE"] + model["MDT_TRUNK_OUTPUT0_SIZE"]
              + part + full + 3 * payload + 32 + heads + 4 * (max(part, full) + classes)
-             + int(opts["stack_bytes"]) + LIBC_SLACK)
+             + (int(opts["stack_bytes"]) if stack_in_ram else 0) + LIBC_SLACK
+             + (KERNEL_STATIC_BYTES if board.cpu in DSP_CORES else 0))
     slot_bytes = part + full + 1 + tasks + 2 + 4  # features, used flag, labels, shuffle order, confidence
     max_slots = min(int(opts["max_slots"]), 65535)
     if board.ram_bytes:

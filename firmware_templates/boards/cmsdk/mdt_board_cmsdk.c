@@ -25,6 +25,8 @@
 #define ICSR_PENDSTSET (1u << 26)
 #define ICSR_PENDSTCLR (1u << 25)
 #define NVIC_ISER0 REG(0xE000E100u)
+#define NVIC_ICER0 REG(0xE000E180u)
+#define NVIC_ICPR0 REG(0xE000E280u)
 #define UART0_RX_IRQ 0u
 
 #define SYSTICK_HZ 25000000u
@@ -80,8 +82,7 @@ void mdt_board_init(int argc, char **argv)
     (void)argc;
     (void)argv;
     UART_BAUDDIV = SYSTICK_HZ / 115200u;
-    UART_CTRL = 0x1u | 0x2u | 0x8u; /* TX, RX, RX interrupt */
-    NVIC_ISER0 = 1u << UART0_RX_IRQ;
+    UART_CTRL = 0x1u | 0x2u | 0x8u; /* TX, RX, RX interrupt (enabled in the NVIC only while waiting) */
     SYST_RVR = SYSTICK_RELOAD;
     SYST_CVR = 0u;
     SYST_CSR = 0x7u; /* enable, interrupt, core clock */
@@ -91,13 +92,19 @@ int mdt_board_read_byte(uint32_t timeout_ms)
 {
     uint64_t deadline = ticks() + (uint64_t)timeout_ms * (SYSTICK_HZ / 1000u);
     for (;;) {
-        /* Masked check-then-sleep: a byte arriving in between still wakes WFI. */
+        /* Masked check-then-sleep: a byte arriving in between still wakes WFI. The RX interrupt
+         * is enabled only around the WFI, so a byte that arrives while a graph runs never takes
+         * the handler inside a measured span (counts stay reproducible). */
         uint32_t primask = irq_save();
         if (UART_STATE & UART_STATE_RXFULL) {
             irq_restore(primask);
             return (int)(UART_DATA & 0xFFu);
         }
+        NVIC_ISER0 = 1u << UART0_RX_IRQ;
         __asm__ volatile("wfi" ::: "memory");
+        NVIC_ICER0 = 1u << UART0_RX_IRQ;
+        UART_INTCLEAR = 0x2u; /* the wake-up is consumed here: the handler never runs */
+        NVIC_ICPR0 = 1u << UART0_RX_IRQ;
         irq_restore(primask);
         if (ticks() >= deadline) {
             return MDT_READ_TIMEOUT;
