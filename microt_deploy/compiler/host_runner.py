@@ -7,14 +7,13 @@ import hashlib
 import io
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from .. import atomic
+from .. import atomic, children
 from ..errors import MicrotError, ToolMissingError
 from . import RUNTIME_DIR, runtime_sources
 from .codegen import GraphSpec, compile_program
@@ -80,7 +79,7 @@ def build_host_binary(tflite_path: str | Path, sanitize: bool | None = None) -> 
         cmd = ["gcc", *CFLAGS, *(SANITIZE_FLAGS if sanitize else []), "-I", str(work), "-I", str(RUNTIME_DIR),
                str(HERE / "harness.c"), str(work / "mdt_model.c"), *map(str, runtime_sources()), "-o",
                str(work / "model")]
-        res = subprocess.run(cmd, capture_output=True, text=True)
+        res = children.run(cmd, capture_output=True, text=True)
         if res.returncode != 0:
             raise MicrotError(f"host build of the generated C failed: {res.stderr.strip()[:400]}",
                               "report this as a compiler bug with the model attached")
@@ -136,7 +135,7 @@ def run_model(tflite_path: str | Path, inputs: list[np.ndarray], sanitize: bool 
     if sanitize:  # a clean run is one without any report: make every report fatal and visible
         env = {**os.environ, "ASAN_OPTIONS": "abort_on_error=0:exitcode=86:detect_leaks=0",
                "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1:exitcode=87"}
-    res = subprocess.run([str(binary)], input=stream, capture_output=True, timeout=600, env=env)
+    res = children.run([str(binary)], input=stream, capture_output=True, timeout=600, env=env)
     err = res.stderr.decode(errors="replace")
     if res.returncode != 0 or (sanitize and ("runtime error" in err or "Sanitizer" in err)):
         report = err.strip()

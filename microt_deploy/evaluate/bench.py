@@ -21,7 +21,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from microt_deploy import atomic
+from microt_deploy import atomic, children
 from microt_deploy.boards import load_board
 from microt_deploy.compiler import GraphSpec, compile_program
 from microt_deploy.errors import MicrotError
@@ -80,7 +80,7 @@ def tflm_host_arena(model: Path) -> dict | None:
     """Arena bytes the tflite-micro host interpreter allocates (total, and head = activations), or
     None when the package is unavailable. Runs in a child: the allocator prints from C."""
     try:
-        res = subprocess.run([sys.executable, "-c", _TFLM_SCRIPT, str(model)], capture_output=True, text=True,
+        res = children.run([sys.executable, "-c", _TFLM_SCRIPT, str(model)], capture_output=True, text=True,
                              timeout=120)
     except subprocess.TimeoutExpired:
         return None

@@ -17,7 +17,7 @@ import jinja2
 import numpy as np
 import serial
 
-from microt_deploy import atomic, targets
+from microt_deploy import atomic, children, targets
 from microt_deploy.boards import Board
 from microt_deploy.compiler import RUNTIME_DIR
 from microt_deploy.errors import DeviceError, MicrotError
@@ -98,9 +98,7 @@ def render_bench(compiled_dir: Path, plan: dict, x: np.ndarray, board: Board, ou
 
 
 def _text_bytes(image: Path) -> int:
-    import subprocess
-
-    out = subprocess.run([require_tool("arm-none-eabi-size"), str(image)], capture_output=True,
+    out = children.run([require_tool("arm-none-eabi-size"), str(image)], capture_output=True,
                          text=True, check=True).stdout
     return int(out.splitlines()[1].split()[0])
 
