@@ -21,7 +21,7 @@ from torch import nn
 
 from microt_deploy.errors import MicrotError
 
-# Paper backbones (see /work/shared/anchors/backbones.md). Resolution 176 is their native size.
+# Paper backbones (see ../shared/anchors/backbones.md). Resolution 176 is their native size.
 PRESETS: dict[str, dict[str, Any]] = {
     "mcunet-in3": {
         "input_size": 176,
