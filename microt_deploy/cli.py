@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from microt_deploy.errors import MicrotError
 
@@ -44,7 +45,7 @@ def _friendly(func: Callable[..., Any]) -> Callable[..., Any]:
             with children.signal_handlers(_announce, atomic.remove_temporaries), _project_lock(kwargs, wait):
                 return func(*args, **kwargs)
         except MicrotError as err:
-            console.print(f"[bold red]error:[/] {err.one_line()}", highlight=False, soft_wrap=True)
+            console.print(f"[bold red]error:[/] {escape(err.one_line())}", highlight=False, soft_wrap=True)
             sys.exit(err.exit_code)
         except KeyboardInterrupt:  # a Ctrl-C before the handlers were in place
             children.kill_all()

@@ -362,8 +362,8 @@ SCHEMA: tuple[Section, ...] = (
         Key("board", Text(choices=_known_boards, note="a known board id"), "qemu_mps2_an386",
             "build, flash, train-device, eval, demo", "the target board",
             notes="an id listed by `microt-deploy boards`; --board overrides it"),
-        Key("port", Text(), "", "nothing", "serial port of a real board, not read yet",
-            notes="pass --port to flash / train-device / eval"),
+        Key("port", Text(), "", DEVICE, "serial port of a real board; empty: found by its USB ids",
+            notes="--port overrides it; emulated boards need none"),
         Key("ratio", Number(0, 1), 0.5, "eval", "the project's stage-decision ratio",
             notes="eval always measures it (added to the sweep), sets it on the device last and marks it "
                   "chosen in the report"),

@@ -158,6 +158,16 @@ def flash(project_dir: Path, board_id: str | None, port: str | None, console: Co
         console.print(f"{board.id} is not flashed: `microt-deploy eval` starts it with the built image")
         return
     from microt_deploy.targets import flash as flash_image
+
+    fw_dir = _check_last_build(project, board)
+    flash_image(board, fw_dir, port, offline=offline)
+    console.print(f"flashed {board.id}" + (f" through {port}" if port else ""))
+
+
+def _check_last_build(project: Project, board: Board) -> Path:
+    """The board's firmware folder, when its last build succeeded: a folder without a result, or
+    one that a later failed build left as it was (an older image), is refused in one line."""
+    from microt_deploy.targets import failed_build_log
     from microt_deploy.targets.toolchain import read_build
 
     fw_dir = project.firmware_dir(board.id)
@@ -165,15 +175,12 @@ def flash(project_dir: Path, board_id: str | None, port: str | None, console: Co
     if not built:
         raise MicrotError(f"no successful build of {board.id} in {fw_dir}",
                           f"run `microt-deploy build --board {board.id}` first (the last one did not finish)")
-    from microt_deploy.targets import failed_build_log
-
     failed = failed_build_log(fw_dir)
     if failed.is_file():  # the folder still holds the build before the one that failed
         first = failed.read_text(errors="replace").splitlines()[0:1] or ["(no details)"]
         raise MicrotError(f"the last build of {board.id} failed ({first[0]}); {fw_dir} holds an earlier build",
                           f"fix it and run `microt-deploy build --board {board.id}` again (see {failed})")
-    flash_image(board, fw_dir, port, offline=offline)
-    console.print(f"flashed {board.id}" + (f" through {port}" if port else ""))
+    return fw_dir
 
 
 # ---------------------------------------------------------------- on the device
@@ -208,6 +215,8 @@ def open_device(project: Project, board: Board, port: str | None,
 
     say = console.print if console is not None else (lambda *_: None)
     if port is None and board.run == "platformio":
+        port = project.config["device"].get("port") or None  # the project's own port, if it names one
+    if port is None and board.run == "platformio":
         try:
             port, why = find_port(board)
             say(why)
@@ -230,7 +239,7 @@ def open_device(project: Project, board: Board, port: str | None,
 def _built_image(project: Project, board: Board) -> Path:
     from microt_deploy.targets import image_path
 
-    image = image_path(board, project.firmware_dir(board.id))
+    image = image_path(board, _check_last_build(project, board))
     if not image.is_file():
         raise MicrotError(f"no firmware image for {board.id} at {image}",
                           f"run `microt-deploy build --board {board.id}`")

@@ -55,3 +55,32 @@ def test_a_port_for_an_emulated_board_is_refused(project):
     with pytest.raises(MicrotError, match="--port is for real boards"):
         with pipeline.open_device(project, load_board("qemu_mps2_an386"), "/dev/ttyACM0"):
             pass
+
+
+def test_the_projects_own_port_is_used_when_no_port_is_given(tmp_path):
+    master, slave = pty.openpty()
+    path = os.ttyname(slave)
+    try:
+        init_project(tmp_path / "q", {"device": {"board": "nucleo_l4r5zi", "port": path}})
+        project = open_project(tmp_path / "q")
+        with pipeline.open_device(project, load_board("nucleo_l4r5zi"), None) as device:
+            assert device.port.port == path
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+def test_eval_refuses_an_image_whose_build_did_not_finish_or_later_failed(project):
+    board = load_board("qemu_mps2_an386")
+    fw = project.firmware_dir(board.id)
+    fw.mkdir(parents=True)
+    (fw / "build.json").write_text('{"board": "qemu_mps2_an386"}')  # rendered, never built
+    with pytest.raises(MicrotError, match="no successful build of qemu_mps2_an386"):
+        with pipeline.open_device(project, board, None):
+            pass
+    (fw / "build.json").write_text('{"board": "qemu_mps2_an386", "result": {}}')
+    (fw / "firmware.elf").write_bytes(b"\x7fELF")
+    (fw.parent / f"{board.id}.failed.log").write_text("model does not fit\n")
+    with pytest.raises(MicrotError, match="the last build of qemu_mps2_an386 failed"):
+        with pipeline.open_device(project, board, None):
+            pass
