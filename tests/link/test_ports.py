@@ -51,9 +51,8 @@ def test_stm32_boards_list_every_stlink_with_their_own_first(board_id, own) -> N
             (0x0483, 0x3754)} <= set(ids)
 
 
-def test_disco_l475_board_file_if_present_has_a_v21_probe() -> None:
-    if "disco_l475vg_iot01a" not in known_boards():
-        pytest.skip("boards/disco_l475vg_iot01a.toml not written yet")
+def test_disco_l475_board_file_has_a_v21_probe() -> None:
+    assert "disco_l475vg_iot01a" in known_boards()
     ids, mine = board_usb_ids("disco_l475vg_iot01a")
     assert mine == STLINK_V21 and STLINK_V3 in ids
 
