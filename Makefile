@@ -7,15 +7,16 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMPS := .stamps
 APT_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm iproute2
+APT_RISCV := gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf
 PROJECT ?= demo-project
 
-.PHONY: setup demo test test-quick bench lint clean fuzz
+.PHONY: setup demo test test-quick bench bench-cores bench-link lint clean fuzz
 
-setup: $(STAMPS)/apt $(STAMPS)/venv
+setup: $(STAMPS)/apt $(STAMPS)/venv $(STAMPS)/wheelhouse
 
 # QEMU 9+ is needed for the emulated STM32 (b-l475e-iot01a); Debian 12 ships 7.2, so qemu-system-arm
 # comes from Debian's bookworm-backports suite (10.0), added here when the machine lacks it.
-$(STAMPS)/apt:
+$(STAMPS)/apt: Makefile
 	@mkdir -p $(STAMPS)
 	@SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	if ! command -v arm-none-eabi-gcc >/dev/null || ! command -v qemu-system-arm >/dev/null \
@@ -33,6 +34,20 @@ $(STAMPS)/apt:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
 	    --no-install-recommends -t bookworm-backports qemu-system-arm >/dev/null || exit 1; \
 	  qemu-system-arm -M help | grep -q '^b-l475e-iot01a' || { echo "QEMU lacks b-l475e-iot01a"; exit 1; }; \
+	fi; \
+	if ! command -v riscv64-unknown-elf-gcc >/dev/null \
+	    || ! test -f /usr/lib/picolibc/riscv64-unknown-elf/picolibc.specs; then \
+	  echo "installing Debian packages: $(APT_RISCV) (the runtime on rv32imc, tests/compiler/test_cores.py)"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+	    --no-install-recommends $(APT_RISCV) >/dev/null || exit 1; \
+	fi; \
+	if ! command -v qemu-system-riscv32 >/dev/null; then \
+	  echo "installing qemu-system-misc 10 from bookworm-backports (qemu-system-riscv32; matches qemu-system-arm's)"; \
+	  grep -rqs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d/ \
+	    || printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+	       | $$SUDO tee /etc/apt/sources.list.d/bookworm-backports.sources >/dev/null; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+	    --no-install-recommends -t bookworm-backports qemu-system-misc >/dev/null || exit 1; \
 	fi
 	@touch $@
 
@@ -46,6 +61,24 @@ $(STAMPS)/venv: requirements.lock pyproject.toml
 	  || { echo "the virtual environment is incomplete; see the pip output above"; exit 1; }
 	@touch $@
 
+# Wheels of the runtime dependencies (pyproject.toml's `dependencies`, and theirs) at the versions
+# requirements.lock pins, for tests/test_packaging.py: it installs the built wheel into a clean
+# virtual environment with `pip install --no-index --find-links $(WHEELHOUSE)` (no network at test time).
+WHEELHOUSE := .wheelhouse
+
+$(STAMPS)/wheelhouse: $(STAMPS)/venv requirements.lock pyproject.toml
+	@mkdir -p $(STAMPS) $(WHEELHOUSE)
+	@echo "downloading the runtime dependencies' wheels into $(WHEELHOUSE)"
+	@$(PY) -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+	  > $(STAMPS)/wheelhouse-requirements.txt || exit 1; \
+	rm -rf $(WHEELHOUSE).tmp; \
+	$(PY) -m pip download -q --disable-pip-version-check --only-binary=:all: -d $(WHEELHOUSE).tmp \
+	  --find-links $(WHEELHOUSE) -c requirements.lock -r $(STAMPS)/wheelhouse-requirements.txt \
+	  > $(STAMPS)/wheelhouse.log 2>&1 \
+	  || { grep -v '^WARNING: Location' $(STAMPS)/wheelhouse.log; rm -rf $(WHEELHOUSE).tmp; exit 1; }; \
+	rm -rf $(WHEELHOUSE) && mv $(WHEELHOUSE).tmp $(WHEELHOUSE)
+	@touch $@
+
 demo: setup
 	$(VENV)/bin/microt-deploy demo --project $(PROJECT)
 
@@ -56,8 +89,21 @@ test: setup
 test-quick: setup
 	MICROT_PIO_OFFLINE=1 $(PY) -m pytest -q -m "not slow"
 
+# The compiler bench; with a built demo project (`make demo`) also the evaluation-speed bench below.
 bench: setup
 	$(VENV)/bin/microt-deploy bench $(if $(wildcard $(PROJECT)/export/rest.tflite),--project $(PROJECT))
+	$(MAKE) --no-print-directory bench-cores
+	$(if $(wildcard $(PROJECT)/firmware/qemu_mps2_an386/firmware.elf),$(MAKE) --no-print-directory bench-link)
+
+# The runtime on every core QEMU emulates (Cortex-M3/M4/M7/M33/M55, rv32imc): kernel path, bit-exact,
+# instructions per inference and flash per MLPerf Tiny model (microt_deploy/evaluate/cores.py).
+bench-cores: setup
+	$(VENV)/bin/microt-deploy bench --cores --json bench/cores.json
+
+# Evaluation speed of a trained, built project on the emulated board: semihosting vs UART, N samples.
+EVAL_SAMPLES ?= 1000
+bench-link: setup
+	$(PY) -m microt_deploy.evaluate.link_bench -p $(PROJECT) --eval-samples $(EVAL_SAMPLES) --profile
 
 lint: setup
 	$(VENV)/bin/ruff check microt_deploy tests

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .. import resources
 from .codegen import GraphSpec, compile_program
 from .reader import SUPPORTED_OPS, read_model
 from .report import summarize
 
-RUNTIME_DIR = Path(__file__).resolve().parents[2] / "firmware_templates" / "runtime"
+RUNTIME_DIR = resources.path("firmware_templates/runtime")
 
 
 def runtime_sources() -> list[Path]:

@@ -21,7 +21,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from microt_deploy import atomic, children
+from microt_deploy import atomic, children, resources
 from microt_deploy.boards import load_board
 from microt_deploy.compiler import GraphSpec, compile_program
 from microt_deploy.errors import MicrotError
@@ -29,7 +29,7 @@ from microt_deploy.evaluate.bench_image import BenchRun, render_bench, run_bench
 from microt_deploy.evaluate.dense import densify
 
 # The reference models and TFLM's measured figures travel with the repository (bench/README).
-BENCH_DIR = Path(__file__).resolve().parents[2] / "bench"
+BENCH_DIR = resources.path("bench")
 MODELS_DIR = BENCH_DIR / "models"
 ANCHORS = BENCH_DIR / "anchors" / "tflm_cortex_m4_qemu.json"
 RESULTS = BENCH_DIR / "results.json"

@@ -14,10 +14,11 @@ from typing import Any
 
 import jinja2
 
+from microt_deploy import resources
 from microt_deploy.boards import Board
 from microt_deploy.errors import MicrotError
 
-TEMPLATES = Path(__file__).resolve().parent.parent.parent / "firmware_templates"
+TEMPLATES = resources.path("firmware_templates")
 
 DEFAULTS: dict[str, int] = {
     "max_tasks": 4,
