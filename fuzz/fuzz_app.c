@@ -37,7 +37,7 @@ static void check_answer(uint8_t command, const uint8_t *payload, uint16_t lengt
     uint8_t status;
     CHECK(length >= 1);
     status = payload[0];
-    CHECK(status <= MDT_OUT_OF_RANGE);
+    CHECK(status <= MDT_IO_ERROR);
     CHECK(status == MDT_OK || length == 1);
     if (status != MDT_OK) {
         return;
@@ -53,6 +53,12 @@ static void check_answer(uint8_t command, const uint8_t *payload, uint16_t lengt
         CHECK(length == 5);
         th = mdt_get_f32(&payload[1]);
         CHECK(isfinite(th) && th > 0.0f && th <= MDT_NEVER_EXIT);
+    } else if (command == MDT_CMD_HOST_OPEN) {
+        CHECK(length == 9 && mdt_get_u32(&payload[5]) > 0u);
+    } else if (command == MDT_CMD_STORE_SAMPLES) {
+        CHECK(length == 25);
+    } else if (command == MDT_CMD_LOAD_SAMPLE || command == MDT_CMD_SET_THRESHOLD) {
+        CHECK(length == 1);
     } else if (command == MDT_CMD_INFER) {
         CHECK(length == 53);
         CHECK(isfinite(mdt_get_f32(&payload[5])) && isfinite(mdt_get_f32(&payload[9])));
@@ -109,7 +115,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 CHECK(reader.command == (requests[answered] | MDT_RESPONSE_BIT));
                 check_answer(requests[answered], reader.payload, reader.length);
             } else {
-                CHECK(reader.payload[0] <= MDT_OUT_OF_RANGE);
+                CHECK(reader.payload[0] <= MDT_IO_ERROR);
             }
             answered++;
             ev = mdt_parser_poll(&reader);

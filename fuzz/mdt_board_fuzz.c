@@ -5,6 +5,13 @@
 
 #include <string.h>
 
+#include "microt.h"
+
+/* The host file: any path that starts with 'f' opens FUZZ_FILE_SAMPLES whole samples of a fixed
+ * pattern (others: no such file); handles of an earlier input read as gone. */
+#define FUZZ_FILE_SAMPLES 4u
+static int file_generation;
+
 static const uint8_t *rx;
 static uint32_t rx_len, rx_pos, timeout_every, timed_out_at;
 static jmp_buf *exit_to;
@@ -24,6 +31,7 @@ void mdt_fuzz_board_start(const uint8_t *data, uint32_t length, uint32_t every, 
     exit_to = on_exit;
     mdt_fuzz_tx_len = 0;
     mdt_fuzz_exit_code = -1;
+    file_generation = (file_generation + 1) & 0x3FFF;
 }
 
 void mdt_board_init(int argc, char **argv)
@@ -79,4 +87,31 @@ void mdt_board_exit(int code)
 {
     mdt_fuzz_exit_code = code;
     longjmp(*exit_to, 1);
+}
+
+int mdt_board_host_open(const char *path, uint32_t path_len, uint32_t *file_len)
+{
+    if (path_len == 0 || path[0] != 'f' || path[path_len] != 0) {
+        return MDT_HOST_NO_FILE;
+    }
+    *file_len = FUZZ_FILE_SAMPLES * (uint32_t)MICROT_INPUT_SIZE;
+    return file_generation;
+}
+
+int mdt_board_host_read(int handle, uint32_t offset, uint8_t *buf, uint32_t n)
+{
+    uint32_t i;
+    if (handle != file_generation || offset > FUZZ_FILE_SAMPLES * (uint32_t)MICROT_INPUT_SIZE ||
+        n > FUZZ_FILE_SAMPLES * (uint32_t)MICROT_INPUT_SIZE - offset) {
+        return MDT_HOST_NO_FILE;
+    }
+    for (i = 0; i < n; i++) {
+        buf[i] = (uint8_t)((offset + i) * 37u + 11u);
+    }
+    return 0;
+}
+
+void mdt_board_host_close(int handle)
+{
+    (void)handle;
 }

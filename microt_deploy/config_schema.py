@@ -29,6 +29,7 @@ BACKBONE_PRESETS = {"mcunet-in3": 18, "proxyless-w0.3": 20}
 TEACHER_PREFIXES = ("torchscript:", "module:")
 MAX_SEED = 2**32 - 1  # the device protocol carries the seed as uint32
 MAX_DEVICE_EPOCHS = 2**16 - 1  # ... and the on-device epochs as uint16
+MAX_BAUD = 15_000_000  # the fastest USB-serial bridge of a known board (STLINK-V3's VCP); boards cap it lower
 
 
 class Invalid(Exception):
@@ -372,6 +373,12 @@ SCHEMA: tuple[Section, ...] = (
         Key("max_train_samples", Integer(0), 600, DEVICE, "train samples streamed to the device, 0 for all"),
         Key("max_calib_samples", Integer(0), 200, DEVICE, "calibration samples streamed to the device, 0 for all"),
         Key("max_test_samples", Integer(0), 300, "eval", "test samples streamed to the device, 0 for all"),
+        Key("baud", Integer(1200, MAX_BAUD), 115200, "build, train-device, eval", "UART speed of the protocol link",
+            optional=True,
+            notes="at most the board's max_baud (boards/<id>.toml: what its USB-serial bridge carries); build "
+                  "renders it into the firmware and refuses a rate the board's UART clock cannot make, naming the "
+                  "nearest one it can; eval opens a real board's port at it (emulated boards ignore it: their "
+                  "samples go by semihosting)"),
     ), "The target board and on-device training. Sending a 3 KiB image into QEMU's UART takes ~0.19 s, "
        "so the sample caps keep the demo near 5 minutes."),
     Section("eval", (

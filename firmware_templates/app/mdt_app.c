@@ -14,6 +14,11 @@ static uint8_t tensor_valid[3];
 static mdt_parser_t parser;
 static uint8_t resp[MDT_MAX_PAYLOAD];
 static uint8_t tx[MDT_MAX_PAYLOAD + MDT_FRAME_OVERHEAD];
+/* The host file of HOST_OPEN (whole int8 samples, MICROT_INPUT_SIZE bytes each): -1 none open. */
+static int host_file = -1;
+static uint32_t host_samples;
+static char host_path[MDT_HOST_PATH_MAX + 1u];
+static int8_t sample_buf[MICROT_INPUT_SIZE];
 
 static uint16_t put_counts3(const microt_counts_t *c)
 {
@@ -226,6 +231,121 @@ static uint16_t cmd_read_head(const uint8_t *p, uint16_t len)
     return (uint16_t)(5u + 4u * count);
 }
 
+static uint8_t host_status(int st)
+{
+    return (uint8_t)(st == MDT_HOST_UNSUPPORTED ? MDT_UNSUPPORTED : MDT_IO_ERROR);
+}
+
+static uint16_t cmd_host_open(const uint8_t *p, uint16_t len)
+{
+    uint32_t file_len = 0, i;
+    int h;
+    if (host_file >= 0) {
+        mdt_board_host_close(host_file); /* a new HOST_OPEN always forgets the old file */
+        host_file = -1;
+        host_samples = 0;
+    }
+    if (len == 0 || len > MDT_HOST_PATH_MAX) {
+        return status_only(MDT_BAD_ARGUMENT);
+    }
+    for (i = 0; i < len; i++) {
+        if (p[i] == 0u) {
+            return status_only(MDT_BAD_ARGUMENT);
+        }
+        host_path[i] = (char)p[i];
+    }
+    host_path[len] = 0;
+    h = mdt_board_host_open(host_path, len, &file_len);
+    if (h < 0) {
+        return status_only(host_status(h));
+    }
+    if (file_len == 0u || file_len % MICROT_INPUT_SIZE != 0u) {
+        mdt_board_host_close(h); /* not whole samples of this model's input */
+        return status_only(MDT_BAD_ARGUMENT);
+    }
+    host_file = h;
+    host_samples = file_len / MICROT_INPUT_SIZE;
+    resp[0] = MDT_OK;
+    mdt_put_u32(&resp[1], file_len);
+    mdt_put_u32(&resp[5], host_samples);
+    return 9;
+}
+
+/* Sample `index` of the open host file into the input. */
+static int load_sample(uint32_t index)
+{
+    int st = mdt_board_host_read(host_file, index * (uint32_t)MICROT_INPUT_SIZE, (uint8_t *)sample_buf,
+                                 MICROT_INPUT_SIZE);
+    if (st != 0) {
+        return host_status(st);
+    }
+    tensor_valid[0] = tensor_valid[1] = tensor_valid[2] = 0;
+    return microt_set_input(0, sample_buf, MICROT_INPUT_SIZE);
+}
+
+static uint16_t cmd_load_sample(const uint8_t *p, uint16_t len)
+{
+    uint32_t index;
+    if (len != 4) {
+        return status_only(MDT_BAD_LENGTH);
+    }
+    index = mdt_get_u32(p);
+    if (host_file < 0) {
+        return status_only(MDT_NOT_READY);
+    }
+    if (index >= host_samples) {
+        return status_only(MDT_OUT_OF_RANGE);
+    }
+    return status_only((uint8_t)load_sample(index));
+}
+
+static uint16_t cmd_store_samples(const uint8_t *p, uint16_t len)
+{
+    microt_counts_t c, sum = {0, 0, 0, 0, 0};
+    uint32_t first, slot, count, i;
+    int st;
+    if (len != 10) {
+        return status_only(MDT_BAD_LENGTH);
+    }
+    first = mdt_get_u32(p);
+    slot = mdt_get_u32(p + 4);
+    count = mdt_get_u16(p + 8);
+    if (count == 0u) {
+        return status_only(MDT_BAD_ARGUMENT);
+    }
+    if (host_file < 0) {
+        return status_only(MDT_NOT_READY);
+    }
+    /* Every bound before any work (no u32 wrap-around): a refusal changes nothing. */
+    if (first >= host_samples || count > host_samples - first || slot >= MDT_MAX_SLOTS ||
+        count > MDT_MAX_SLOTS - slot) {
+        return status_only(MDT_OUT_OF_RANGE);
+    }
+    for (i = 0; i < count; i++) {
+        st = load_sample(first + i);
+        if (st == MDT_OK) {
+            st = microt_store_features(slot + i, &c);
+        }
+        if (st != MDT_OK) {
+            return status_only((uint8_t)st);
+        }
+        sum.trunk += c.trunk;
+        sum.part_head += c.part_head;
+        sum.rest += c.rest;
+    }
+    tensor_valid[1] = tensor_valid[2] = 1;
+    resp[0] = MDT_OK;
+    return put_counts3(&sum);
+}
+
+static uint16_t cmd_set_threshold(const uint8_t *p, uint16_t len)
+{
+    if (len != 5) {
+        return status_only(MDT_BAD_LENGTH);
+    }
+    return status_only((uint8_t)microt_set_threshold(p[0], mdt_get_f32(p + 1)));
+}
+
 static void send(uint8_t command, uint8_t sequence, uint16_t length)
 {
     uint32_t n = mdt_frame_encode(tx, (uint8_t)(command | MDT_RESPONSE_BIT), sequence, resp, length);
@@ -267,6 +387,18 @@ static void dispatch(void)
     case MDT_CMD_READ_HEAD:
         out = cmd_read_head(p, len);
         break;
+    case MDT_CMD_HOST_OPEN:
+        out = cmd_host_open(p, len);
+        break;
+    case MDT_CMD_LOAD_SAMPLE:
+        out = cmd_load_sample(p, len);
+        break;
+    case MDT_CMD_STORE_SAMPLES:
+        out = cmd_store_samples(p, len);
+        break;
+    case MDT_CMD_SET_THRESHOLD:
+        out = cmd_set_threshold(p, len);
+        break;
     case MDT_CMD_EXIT:
         if (len != 1) {
             out = status_only(MDT_BAD_LENGTH);
@@ -301,6 +433,8 @@ int main(int argc, char **argv)
     microt_init(mdt_board_counter, mdt_board_counter_align);
     mdt_parser_reset(&parser);
     tensor_valid[0] = tensor_valid[1] = tensor_valid[2] = 0;
+    host_file = -1;
+    host_samples = 0;
     for (;;) {
         int busy = mdt_parser_busy(&parser);
         int byte = mdt_board_read_byte(busy ? MDT_RX_TIMEOUT_MS : 1000u);

@@ -25,4 +25,15 @@ uint8_t mdt_board_counter_unit(void);
 uint32_t mdt_board_clock_hz(void);
 void mdt_board_exit(int code);
 
+/* Read-only access to a file on the host that runs the board (the emulator's semihosting, the
+ * host build's file system): a fast path for samples that bypasses the UART. Statuses: */
+#define MDT_HOST_UNSUPPORTED (-1) /* no host files on this board (a real board without a debugger) */
+#define MDT_HOST_NO_FILE (-2)     /* cannot open, size or read the file (or a short read) */
+/* Open `path` (path_len bytes, path[path_len] == 0) for reading: a handle >= 0 and *file_len its
+ * size in bytes, or a status above. */
+int mdt_board_host_open(const char *path, uint32_t path_len, uint32_t *file_len);
+/* Read exactly n bytes from `offset` of an open file into buf: 0, or a status above. */
+int mdt_board_host_read(int handle, uint32_t offset, uint8_t *buf, uint32_t n);
+void mdt_board_host_close(int handle);
+
 #endif

@@ -352,3 +352,16 @@ int mdt_set_ratio(uint32_t task, float ratio, uint32_t first_slot, uint32_t n_sl
     *threshold = t->threshold;
     return MDT_OK;
 }
+
+int mdt_set_threshold(uint32_t task, float threshold)
+{
+    mdt_task_t *t = mdt_task(task);
+    if (t == 0 || !(threshold >= 0.0f && threshold <= MDT_NEVER_EXIT)) {
+        return MDT_BAD_ARGUMENT;
+    }
+    if (!t->trained) {
+        return MDT_NOT_READY;
+    }
+    t->threshold = threshold;
+    return MDT_OK;
+}

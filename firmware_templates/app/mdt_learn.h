@@ -40,6 +40,9 @@ int mdt_set_labels(uint32_t task, uint32_t n_classes, uint32_t first_slot, const
 int mdt_train(uint32_t task, uint32_t epochs, float lr, uint32_t first_slot, uint32_t n_slots,
               uint32_t seed, float out[4]);
 int mdt_set_ratio(uint32_t task, float ratio, uint32_t first_slot, uint32_t n_slots, float *threshold);
+/* Set a trained task's threshold directly (one that mdt_set_ratio answered earlier): 0 <= threshold
+ * <= MDT_NEVER_EXIT, else (NaN too) MDT_BAD_ARGUMENT; an untrained task: MDT_NOT_READY. */
+int mdt_set_threshold(uint32_t task, float threshold);
 /* Prediction of a head on int8 features; *confidence = max softmax. */
 uint8_t mdt_classify(const float *w, const float *b, uint32_t n_classes, uint32_t dim,
                      const int8_t *q, float scale, int32_t zero_point, float *confidence);

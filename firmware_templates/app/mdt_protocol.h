@@ -16,6 +16,7 @@
 #define MDT_RESPONSE_BIT 0x80u
 #define MDT_CRC_INIT 0xFFFFu
 #define MDT_CRC_POLY 0x1021u
+#define MDT_HOST_PATH_MAX 255u /* HOST_OPEN: longest path */
 
 /* command ids (a response carries command | MDT_RESPONSE_BIT) */
 enum {
@@ -29,7 +30,11 @@ enum {
     MDT_CMD_SET_RATIO = 0x08,
     MDT_CMD_INFER = 0x09,
     MDT_CMD_READ_HEAD = 0x0A,
-    MDT_CMD_EXIT = 0x0B
+    MDT_CMD_EXIT = 0x0B,
+    MDT_CMD_HOST_OPEN = 0x0C,
+    MDT_CMD_LOAD_SAMPLE = 0x0D,
+    MDT_CMD_STORE_SAMPLES = 0x0E,
+    MDT_CMD_SET_THRESHOLD = 0x0F
 };
 
 /* status codes (the first payload byte of every response) */
@@ -41,7 +46,9 @@ enum {
     MDT_UNKNOWN_COMMAND = 4,
     MDT_BAD_ARGUMENT = 5,
     MDT_NOT_READY = 6,
-    MDT_OUT_OF_RANGE = 7
+    MDT_OUT_OF_RANGE = 7,
+    MDT_UNSUPPORTED = 8,
+    MDT_IO_ERROR = 9
 };
 
 #define MDT_FLAG_FORCE_FULL 0x01u /* INFER flags */

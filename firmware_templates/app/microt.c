@@ -199,6 +199,11 @@ int microt_set_ratio(uint32_t task, float ratio, uint32_t first_slot, uint32_t n
     return st;
 }
 
+int microt_set_threshold(uint32_t task, float threshold)
+{
+    return mdt_set_threshold(task, threshold);
+}
+
 int microt_threshold(uint32_t task, float *threshold)
 {
     const mdt_task_t *t = mdt_task(task);

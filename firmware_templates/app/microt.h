@@ -133,6 +133,10 @@ int microt_train(uint32_t task, uint32_t epochs, float lr, uint32_t first_slot, 
  * `threshold` may be NULL. */
 int microt_set_ratio(uint32_t task, float ratio, uint32_t first_slot, uint32_t n_slots, float *threshold);
 int microt_threshold(uint32_t task, float *threshold);
+/* Set the task's threshold directly, e.g. to one microt_set_ratio answered before (so that several
+ * ratios can take turns without recomputing the quantile): 0 <= threshold <= MICROT_NEVER_EXIT
+ * (else, NaN too, MICROT_BAD_ARGUMENT); an untrained task: MICROT_NOT_READY. */
+int microt_set_threshold(uint32_t task, float threshold);
 
 /* Staged inference of task `task` on the input (flags: 0 or MICROT_FORCE_FULL). Needs a trained task. */
 int microt_infer(uint32_t task, uint32_t flags, microt_result_t *result);

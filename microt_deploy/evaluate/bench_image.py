@@ -88,7 +88,8 @@ def render_bench(compiled_dir: Path, plan: dict, x: np.ndarray, board: Board, ou
         cfg, data = _bench_files(plan, x)
         (tmp / "bench_cfg.h").write_text(cfg)
         (tmp / "bench_data.h").write_text(data)
-        (tmp / "mdt_config.h").write_text(f"#define MDT_CLOCK_HZ {board.clock_hz}u\n")
+        # the board layer's own settings (the harness prints over the same UART the firmware uses)
+        (tmp / "mdt_config.h").write_text(f"#define MDT_CLOCK_HZ {board.clock_hz}u\n#define MDT_BAUD 115200u\n")
         (tmp / "link.ld").write_text(env.get_template(f"boards/{board.family}/link.ld.j2").render(
             board=board, flash_bytes=board.flash_bytes, ram_bytes=board.ram_bytes, stack_bytes=STACK_BYTES))
         cflags = [*tool["cflags"], *(f"-D{d}" for d in defines)]

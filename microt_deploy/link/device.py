@@ -17,7 +17,16 @@ import numpy as np
 import serial
 
 from microt_deploy.errors import DeviceError
-from microt_deploy.link.protocol import RESPONSE_BIT, SYNC, Command, Decoder, Frame, Status, encode
+from microt_deploy.link.protocol import (
+    HOST_PATH_MAX,
+    RESPONSE_BIT,
+    SYNC,
+    Command,
+    Decoder,
+    Frame,
+    Status,
+    encode,
+)
 
 COUNTER_UNITS = {0: "instructions", 1: "cycles", 2: "ns"}
 STAGES = ("trunk", "part_head", "part_classifier", "rest", "full_classifier")
@@ -43,6 +52,11 @@ RETRY_SAFE: dict[int, str] = {
                    "the READ_TENSOR copies, to the same values",
     Command.READ_HEAD: "reads only",
     Command.EXIT: "a device that ended cannot act on a second EXIT; a link closed after EXIT counts as done",
+    Command.HOST_OPEN: "closes the file opened before and opens the same path again: same file, same answer",
+    Command.LOAD_SAMPLE: "reads the same bytes of the same file into the whole input again",
+    Command.STORE_SAMPLES: "recomputes the same samples' features into the same slots; the input ends as the "
+                           "last sample either way",
+    Command.SET_THRESHOLD: "overwrites the task's threshold with the same value",
 }
 # Statuses the device's frame parser answers for a frame the link may have damaged.
 _TRANSPORT_STATUSES = (Status.BAD_CRC, Status.BAD_LENGTH, Status.BAD_VERSION)
@@ -143,8 +157,11 @@ class Device:
     ``stats`` counts what happened (see :meth:`_new_stats`).
     """
 
-    def __init__(self, port: Any, timeout: float = 10.0, long_timeout: float = 900.0, retries: int = 4) -> None:
+    def __init__(self, port: Any, timeout: float = 10.0, long_timeout: float = 900.0, retries: int = 4,
+                 local: bool = False) -> None:
         self.port = port
+        # True when the device runs on this machine (QEMU, the host build): it can read our files.
+        self.local = local
         self.timeout = timeout
         self.long_timeout = long_timeout
         self.retries = max(0, int(retries))
@@ -168,6 +185,7 @@ class Device:
             "salvaged": 0,  # answers found behind a false header in the receive buffer
             "exhausted": 0,  # requests that ran out of attempts (raised DeviceError)
             "exit_unconfirmed": 0,  # EXITs whose answer was lost with the link closing
+            "bytes_sent": 0,  # frame bytes written to the link (all attempts)
             "retries_by_command": {},
         }
 
@@ -199,7 +217,9 @@ class Device:
             seq = self.sequence
             self.stats["attempts"] += 1
             try:
-                self.port.write(encode(command, seq, payload))
+                frame = encode(command, seq, payload)
+                self.stats["bytes_sent"] += len(frame)
+                self.port.write(frame)
                 written = True
                 self._last_write = time.monotonic()
                 outcome = self._await(command, seq, wait)
@@ -423,6 +443,33 @@ class Device:
         w = arr[: n_classes * dim].reshape(n_classes, dim)
         return w, arr[n_classes * dim :].copy()
 
+    # ------------------------------------------------------------ host files (semihosting)
+    def host_open(self, path: str | bytes) -> int:
+        """Open a host file of concatenated int8 samples on the device's side (the emulator's
+        semihosting, the host build's file system); returns the number of whole samples in it.
+        UNSUPPORTED from a board that cannot reach host files, IO_ERROR for a missing file."""
+        raw = path.encode() if isinstance(path, str) else bytes(path)
+        if not 0 < len(raw) <= HOST_PATH_MAX:
+            raise DeviceError(f"host file path of {len(raw)} bytes; the device takes 1..{HOST_PATH_MAX}",
+                              "use a shorter path (e.g. under /tmp)")
+        _, body = self.request(Command.HOST_OPEN, raw, size=8)
+        return struct.unpack("<II", body)[1]
+
+    def load_sample(self, index: int) -> None:
+        """Load sample ``index`` of the open host file as the input (one short request)."""
+        self.request(Command.LOAD_SAMPLE, struct.pack("<I", index), size=0)
+
+    def store_samples(self, first_index: int, first_slot: int, count: int) -> dict[str, int]:
+        """Store the features of host-file samples first_index.. in slots first_slot.. (count of
+        them, one request); the counter deltas summed over the samples."""
+        _, body = self.request(Command.STORE_SAMPLES, struct.pack("<IIH", first_index, first_slot, count),
+                               timeout=self.long_timeout, size=24)
+        return dict(zip(("trunk", "part_head", "rest"), struct.unpack("<3Q", body), strict=True))
+
+    def set_threshold(self, task: int, threshold: float) -> None:
+        """Set the task's stage-decision threshold (one SET_RATIO answered) without recomputing it."""
+        self.request(Command.SET_THRESHOLD, struct.pack("<Bf", task, threshold), size=0)
+
     def exit(self, code: int = 0) -> None:
         self.request(Command.EXIT, struct.pack("<B", code), size=0)
 
@@ -444,4 +491,6 @@ _HINTS = {
     Status.BAD_ARGUMENT: "check task index, class count, labels and ratio against the device's HELLO limits",
     Status.NOT_READY: "send the input, store features, set labels or train first (see docs/protocol.md)",
     Status.OUT_OF_RANGE: "keep slots and offsets below the device's limits (see HELLO)",
+    Status.UNSUPPORTED: "this board cannot read host files; send the samples over the UART",
+    Status.IO_ERROR: "the device could not open or read the host file; check the path",
 }

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 VERSION = 1
 SYNC = b"\xa5\x5a"
 MAX_PAYLOAD = 4096  # the default; a firmware's own limit is rendered into mdt_config.h, HELLO reports it
+HOST_PATH_MAX = 255  # HOST_OPEN: the longest host file path (bytes) the firmware accepts
 HEADER = struct.Struct("<2sBBBH")  # sync, version, command, sequence, length
 HEADER_BYTES = HEADER.size  # 7
 FRAME_OVERHEAD = HEADER_BYTES + 2  # header + CRC
@@ -36,6 +37,10 @@ class Command(enum.IntEnum):
     INFER = 0x09
     READ_HEAD = 0x0A
     EXIT = 0x0B
+    HOST_OPEN = 0x0C
+    LOAD_SAMPLE = 0x0D
+    STORE_SAMPLES = 0x0E
+    SET_THRESHOLD = 0x0F
 
 
 class Status(enum.IntEnum):
@@ -47,6 +52,8 @@ class Status(enum.IntEnum):
     BAD_ARGUMENT = 5
     NOT_READY = 6
     OUT_OF_RANGE = 7
+    UNSUPPORTED = 8
+    IO_ERROR = 9
 
 
 class InferFlag(enum.IntFlag):
@@ -96,6 +103,7 @@ def c_block() -> str:
         f"#define MDT_RESPONSE_BIT 0x{RESPONSE_BIT:02X}u",
         f"#define MDT_CRC_INIT 0x{CRC_INIT:04X}u",
         f"#define MDT_CRC_POLY 0x{CRC_POLY:04X}u",
+        f"#define MDT_HOST_PATH_MAX {HOST_PATH_MAX}u /* HOST_OPEN: longest path */",
         "",
     ]
 
@@ -217,14 +225,14 @@ class Decoder:
 
 def main(argv: list[str] | None = None) -> int:
     """``--header``: print the generated C section; ``--write-header``: rewrite it in place."""
-    from pathlib import Path
+    from microt_deploy import resources
 
     args = sys.argv[1:] if argv is None else argv
     if args == ["--header"]:
         sys.stdout.write(c_block())
         return 0
     if args == ["--write-header"]:
-        path = Path(__file__).resolve().parents[2] / HEADER_PATH
+        path = resources.path(HEADER_PATH)
         text = path.read_text()
         new = render_header(text)
         if new != text:

@@ -9,7 +9,12 @@
 
 #define REG(addr) (*(volatile uint32_t *)(addr))
 
-#define UART0_BASE 0x40004000u
+/* The other CMSDK machines of QEMU (microt_deploy/evaluate/cores.py) pass their UART0 base and
+ * SysTick clock: the secure aliases on the TrustZone machines, 20 / 32 MHz there. */
+#ifndef MDT_CMSDK_UART0_BASE
+#define MDT_CMSDK_UART0_BASE 0x40004000u
+#endif
+#define UART0_BASE MDT_CMSDK_UART0_BASE
 #define UART_DATA REG(UART0_BASE + 0x00u)
 #define UART_STATE REG(UART0_BASE + 0x04u)
 #define UART_CTRL REG(UART0_BASE + 0x08u)
@@ -29,9 +34,16 @@
 #define NVIC_ICPR0 REG(0xE000E280u)
 #define UART0_RX_IRQ 0u
 
-#define SYSTICK_HZ 25000000u
+#ifndef MDT_CMSDK_SYSTICK_HZ
+#define MDT_CMSDK_SYSTICK_HZ 25000000u
+#endif
+#define SYSTICK_HZ MDT_CMSDK_SYSTICK_HZ
 #define SYSTICK_RELOAD 0x00FFFFFFu
-#define INSTRUCTIONS_PER_TICK 40u /* 1e9 ns/s / 25e6 ticks/s under -icount shift=0 */
+/* 1e9 ns/s / SYSTICK_HZ ticks/s under -icount shift=0, as a fraction (40/1 at 25 MHz, 125/4 at 32) */
+#ifndef MDT_CMSDK_INSN_PER_TICK_NUM
+#define MDT_CMSDK_INSN_PER_TICK_NUM 40u
+#define MDT_CMSDK_INSN_PER_TICK_DEN 1u
+#endif
 
 static volatile uint32_t systick_wraps;
 static uint64_t tick_base; /* ticks counted before the last restart of SysTick */
@@ -81,7 +93,7 @@ void mdt_board_init(int argc, char **argv)
 {
     (void)argc;
     (void)argv;
-    UART_BAUDDIV = SYSTICK_HZ / 115200u;
+    UART_BAUDDIV = SYSTICK_HZ / MDT_BAUD; /* >= 16: checked at build time (microt_deploy/link/baud.py) */
     UART_CTRL = 0x1u | 0x2u | 0x8u; /* TX, RX, RX interrupt (enabled in the NVIC only while waiting) */
     SYST_RVR = SYSTICK_RELOAD;
     SYST_CVR = 0u;
@@ -124,7 +136,7 @@ void mdt_board_write(const uint8_t *data, uint32_t length)
 
 uint64_t mdt_board_counter(void)
 {
-    return ticks() * INSTRUCTIONS_PER_TICK;
+    return ticks() * MDT_CMSDK_INSN_PER_TICK_NUM / MDT_CMSDK_INSN_PER_TICK_DEN;
 }
 
 void mdt_board_counter_align(void)
@@ -151,6 +163,71 @@ uint8_t mdt_board_counter_unit(void)
 uint32_t mdt_board_clock_hz(void)
 {
     return MDT_CLOCK_HZ;
+}
+
+/* ARM semihosting (QEMU -semihosting-config enable=on,target=native): r0 the operation, r1 its
+ * parameter block; the answer comes back in r0. The host files are the emulator's. */
+#define SYS_OPEN 0x01u
+#define SYS_CLOSE 0x02u
+#define SYS_READ 0x06u
+#define SYS_SEEK 0x0Au
+#define SYS_FLEN 0x0Cu
+#define OPEN_MODE_RB 1u /* "rb" */
+
+static int32_t semihost(uint32_t op, volatile uint32_t *block)
+{
+    register uint32_t r0 __asm__("r0") = op;
+    register volatile uint32_t *r1 __asm__("r1") = block;
+    __asm__ volatile("bkpt 0xAB" : "+r"(r0) : "r"(r1) : "memory");
+    return (int32_t)r0;
+}
+
+int mdt_board_host_open(const char *path, uint32_t path_len, uint32_t *file_len)
+{
+    volatile uint32_t block[3];
+    int32_t h, n;
+    block[0] = (uint32_t)path;
+    block[1] = OPEN_MODE_RB;
+    block[2] = path_len;
+    h = semihost(SYS_OPEN, block);
+    if (h < 0) {
+        return MDT_HOST_NO_FILE;
+    }
+    block[0] = (uint32_t)h;
+    n = semihost(SYS_FLEN, block);
+    if (n < 0) {
+        mdt_board_host_close((int)h);
+        return MDT_HOST_NO_FILE;
+    }
+    *file_len = (uint32_t)n;
+    return (int)h;
+}
+
+int mdt_board_host_read(int handle, uint32_t offset, uint8_t *buf, uint32_t n)
+{
+    volatile uint32_t block[3];
+    if (handle < 0) {
+        return MDT_HOST_NO_FILE;
+    }
+    block[0] = (uint32_t)handle;
+    block[1] = offset;
+    if (semihost(SYS_SEEK, block) != 0) {
+        return MDT_HOST_NO_FILE;
+    }
+    block[0] = (uint32_t)handle;
+    block[1] = (uint32_t)buf;
+    block[2] = n;
+    /* SYS_READ answers the number of bytes NOT read: 0 is a whole read. */
+    return semihost(SYS_READ, block) == 0 ? 0 : MDT_HOST_NO_FILE;
+}
+
+void mdt_board_host_close(int handle)
+{
+    volatile uint32_t block[1];
+    if (handle >= 0) {
+        block[0] = (uint32_t)handle;
+        (void)semihost(SYS_CLOSE, block);
+    }
 }
 
 void mdt_board_exit(int code)

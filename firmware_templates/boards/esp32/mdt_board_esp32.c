@@ -61,7 +61,7 @@ void app_main(void)
 void mdt_board_init(int argc, char **argv)
 {
     uart_config_t config = {
-        .baud_rate = 115200,
+        .baud_rate = MDT_BAUD,
         .data_bits = UART_DATA_8_BITS,
         .parity = UART_PARITY_DISABLE,
         .stop_bits = UART_STOP_BITS_1,
@@ -118,4 +118,28 @@ void mdt_board_exit(int code)
     for (;;) {
         vTaskDelay(portMAX_DELAY); /* silent until reset */
     }
+}
+
+/* No host files: without a debugger attached, semihosting's BKPT would fault the core. The host
+ * falls back to sending samples over the UART when HOST_OPEN answers UNSUPPORTED. */
+int mdt_board_host_open(const char *path, uint32_t path_len, uint32_t *file_len)
+{
+    (void)path;
+    (void)path_len;
+    (void)file_len;
+    return MDT_HOST_UNSUPPORTED;
+}
+
+int mdt_board_host_read(int handle, uint32_t offset, uint8_t *buf, uint32_t n)
+{
+    (void)handle;
+    (void)offset;
+    (void)buf;
+    (void)n;
+    return MDT_HOST_UNSUPPORTED;
+}
+
+void mdt_board_host_close(int handle)
+{
+    (void)handle;
 }

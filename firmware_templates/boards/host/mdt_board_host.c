@@ -7,6 +7,7 @@
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <termios.h>
 #include <time.h>
 #include <unistd.h>
@@ -113,6 +114,47 @@ uint8_t mdt_board_counter_unit(void)
 uint32_t mdt_board_clock_hz(void)
 {
     return 1000000000u;
+}
+
+int mdt_board_host_open(const char *path, uint32_t path_len, uint32_t *file_len)
+{
+    struct stat st;
+    int fd;
+    (void)path_len;
+    fd = open(path, O_RDONLY | O_NOCTTY);
+    if (fd < 0) {
+        return MDT_HOST_NO_FILE;
+    }
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > (off_t)0xFFFFFFFFu) {
+        (void)close(fd);
+        return MDT_HOST_NO_FILE;
+    }
+    *file_len = (uint32_t)st.st_size;
+    return fd;
+}
+
+int mdt_board_host_read(int handle, uint32_t offset, uint8_t *buf, uint32_t n)
+{
+    while (n > 0) {
+        ssize_t got = pread(handle, buf, n, (off_t)offset);
+        if (got < 0 && errno == EINTR) {
+            continue;
+        }
+        if (got <= 0) {
+            return MDT_HOST_NO_FILE; /* an error, or the file ends (it shrank) */
+        }
+        buf += got;
+        offset += (uint32_t)got;
+        n -= (uint32_t)got;
+    }
+    return 0;
+}
+
+void mdt_board_host_close(int handle)
+{
+    if (handle >= 0) {
+        (void)close(handle);
+    }
 }
 
 void mdt_board_exit(int code)

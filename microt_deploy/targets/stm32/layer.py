@@ -52,6 +52,7 @@ import jinja2
 from microt_deploy.boards import Board
 from microt_deploy.errors import MicrotError
 from microt_deploy.firmware.render import TEMPLATES
+from microt_deploy.link.baud import check_divided, nearest_divided
 
 LAYER_DIR = TEMPLATES / "boards" / "stm32"
 HEADER = "mdt_board_stm32.h"
@@ -310,10 +311,12 @@ def _memory(board: Board, data: dict[str, Any]) -> tuple[list[dict[str, Any]], s
     return regions, stack
 
 
-def layer_data(board: Board) -> dict[str, Any]:
+def layer_data(board: Board, baud_override: int | None = None) -> dict[str, Any]:
     """The board's ``[stm32]`` data, checked against its series: pins, the PLL giving ``clock_hz``,
     bus limits and flash wait states, the UART's kernel clock and divisor, the memory regions
-    against ``flash_bytes`` / ``ram_bytes``. Raises a one-line MicrotError naming the file and key."""
+    against ``flash_bytes`` / ``ram_bytes``. Raises a one-line MicrotError naming the file and key.
+    ``baud_override`` (the project's ``[device] baud``) replaces the board file's ``[stm32] baud``; a rate
+    the UART's kernel clock cannot divide to (within 2 %) is refused naming the nearest one it can."""
     data = board.extra.get("stm32")
     if not isinstance(data, dict):
         raise _fail(board, "has no [stm32] table", "add the part's series, UART, pins, [stm32.clock] and "
@@ -337,7 +340,9 @@ def layer_data(board: Board) -> dict[str, Any]:
                     "set irq_count to the part's number of NVIC lines")
     tx, rx = _pin(board, series, "tx", data.get("tx")), _pin(board, series, "rx", data.get("rx"))
     af = _int(board, data, "af", "[stm32]", 0, 15)
-    baud = _int(board, data, "baud", "[stm32]", 1200, 10_000_000) if "baud" in data else 115200
+    baud = _int(board, data, "baud", "[stm32]", 1200, 15_000_000) if "baud" in data else 115200
+    if baud_override is not None:
+        baud = int(baud_override)
     vddio2 = data.get("vddio2", False)
     if not isinstance(vddio2, bool) or (vddio2 and series.name not in ("L4", "L4+")):
         raise _fail(board, f"[stm32] vddio2 = {vddio2!r}", "vddio2 = true exists only on the L4 / L4+ (port G)")
@@ -350,8 +355,15 @@ def layer_data(board: Board) -> dict[str, Any]:
         brr, lo, hi = round(kernel / baud), 16, 0xFFFF
         ok = True
     if not (ok and lo <= brr <= hi):
+        _, nearest = nearest_divided(kernel, baud, lo, hi, 256 if uart.lp else 1)
+        if uart.lp:  # the LPUART also needs 3 * baud <= kernel <= 4096 * baud
+            nearest = min(max(nearest, -(-kernel // 4096)), kernel // 3)
         raise _fail(board, f"[stm32] {uart_name} at {kernel:,} Hz gives BRR {brr} for {baud} baud, outside "
-                    f"{lo:#x}..{hi:#x}", f"change baud or the {uart.bus} prescaler")
+                    f"{lo:#x}..{hi:#x} (nearest working: {nearest:,} baud)",
+                    f"set [device] baud = {nearest}, or change the {uart.bus} prescaler")
+    # The divisor is a whole number: refuse a rate it misses by more than the receivers tolerate.
+    check_divided(f"{board.id} {uart_name}", kernel, baud, lo, hi, f", or change the {uart.bus} prescaler",
+                  256 if uart.lp else 1)
     regions, stack = _memory(board, data)
     vectors = ["Default_Handler"] * irq_count
     vectors[uart.irq] = "mdt_uart_irq_handler"
@@ -368,7 +380,7 @@ def layer_data(board: Board) -> dict[str, Any]:
 def render_layer(env: jinja2.Environment, board: Board, values: dict[str, Any], src: Path, root: Path) -> list[str]:
     """Write the layer into a firmware folder: its C sources and the rendered ``mdt_board_stm32.h``
     into ``src``, the linker script into ``root/link.ld``. Returns the names of the .c files."""
-    data = layer_data(board)
+    data = layer_data(board, values.get("baud"))
     stack_bytes = int(values["stack_bytes"])
     region = next(r for r in data["memory"] if r["name"] == data["stack_region"])
     if data["stack_region"] != "RAM" and stack_bytes > region["length"]:
