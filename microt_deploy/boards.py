@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from microt_deploy import resources
 from microt_deploy.errors import MicrotError
 
-BOARDS_DIR = Path(__file__).resolve().parent.parent / "boards"
+BOARDS_DIR = resources.path("boards")
 STATUSES = ("ci-host", "ci-emulated", "ci-built", "never-built")
 
 
@@ -90,3 +90,24 @@ def load_board(board_id: str) -> Board:
         extra=data,
         **core,
     )
+
+
+def board_for_platform(name: str) -> Board:
+    """The board a platform name means: one of our board ids, or a Zephyr board name listed in a board
+    file's ``zephyr_platforms`` (case-insensitive). A hardware-model name with slashes
+    (``nucleo_l4r5zi/stm32l4r5xx``) matches whole first, then by its first component. An unknown name
+    raises an error listing the known ids."""
+    text = str(name).strip().lower()
+    known = known_boards()
+    aliases: dict[str, str] = {}
+    for board_id in known:
+        aliases.setdefault(board_id.lower(), board_id)
+    for board_id in known:
+        for alias in load_board(board_id).extra.get("zephyr_platforms", ()):
+            aliases.setdefault(str(alias).strip().lower(), board_id)
+    for candidate in (text, text.split("/")[0]):
+        if candidate in aliases:
+            return load_board(aliases[candidate])
+    raise MicrotError(f"unknown platform '{name}'",
+                      f"use one of our board ids ({', '.join(known)}) or a Zephyr name listed in their "
+                      "zephyr_platforms")

@@ -26,6 +26,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 
+# What `pip install microt-deploy[train]` adds (pyproject.toml's train extra): a verb that needs one of
+# these on a plain install says so in one line.
+TRAIN_EXTRA_MODULES = {"torch", "onnx", "onnxruntime", "onnx2tf", "tensorflow", "sklearn", "tf_keras"}
+
 # The verbs that write the project: one of them at a time per project (PROJECT/.microt.lock).
 LOCKING = {"train", "export", "compile", "build", "flash", "eval", "train-device", "demo", "report", "export-lib"}
 
@@ -52,6 +56,13 @@ def _friendly(func: Callable[..., Any]) -> Callable[..., Any]:
             atomic.remove_temporaries()
             _announce("interrupted by SIGINT")
             sys.exit(130)
+        except ModuleNotFoundError as err:  # a wheel installed without its training extra
+            if os.environ.get("MICROT_DEBUG") or (err.name or "").split(".")[0] not in TRAIN_EXTRA_MODULES:
+                raise
+            console.print(f"[bold red]error:[/] {escape(func.__name__.rstrip('_').replace('_cmd', ''))} needs "
+                          f"{err.name.split('.')[0]}, which is in the training extra; install it: "
+                          "pip install 'microt-deploy[train]'", highlight=False, soft_wrap=True)
+            sys.exit(4)
         except Exception as err:  # noqa: BLE001 - last line of defence: one line, not a traceback
             if os.environ.get("MICROT_DEBUG"):
                 raise
@@ -308,18 +319,134 @@ def train_device(project_dir: Path, board: str | None, port: str | None) -> None
     pipeline.evaluate(project_dir, board, port, out, evaluate=False)
 
 
-@main.command(name="eval")
-@project_option
-@board_option
-@port_option
-@click.option("--ratios", default=None, help="Comma-separated stage-decision ratios, e.g. 0.3,0.5,0.7.")
-@_friendly
-def eval_cmd(project_dir: Path, board: str | None, port: str | None, ratios: str | None) -> None:
-    """Train the classifiers on the device, then measure part / full / staged inference."""
-    from microt_deploy import pipeline
+class _GateCommand(click.Command):
+    """`eval`'s exit codes are a CI contract (0 passed, 1 failed, 2 device error, 4 usage, 5 no
+    board): a mistyped option is a usage error, 4, where click would say 2."""
 
-    parsed = _parse_ratios(ratios) if ratios else None
-    pipeline.evaluate(project_dir, board, port, out, evaluate=True, ratios=parsed)
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as err:
+            err.exit_code = 4
+            raise
+
+
+@main.command(name="eval", cls=_GateCommand)
+@project_option
+@click.option("--board", "-b", "boards", multiple=True,
+              help="Board id (repeatable; with --rig: keep the rig's boards of this id or Zephyr platform name).")
+@click.option("--platform", "platforms", multiple=True, help="Same as --board (twister's name for it).")
+@port_option
+@click.option("--rig", "rig_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Rig file (twister hardware-map YAML; see docs/rig.md): evaluate its connected boards.")
+@click.option("--serial-number", "serial_numbers", multiple=True,
+              help="USB serial number of the board's probe (repeatable with --rig).")
+@click.option("--ratios", default=None, help="Comma-separated stage-decision ratios, e.g. 0.3,0.5,0.7.")
+@click.option("--min-accuracy", default=None,
+              help="Gate: staged accuracy at the project's ratio, e.g. 0.95, 95% or digits=0.95,loops=0.9.")
+@click.option("--max-latency-ms", default=None,
+              help="Gate: staged latency per inference in ms: p99 by default, or p50=5,p99=8,max=10.")
+@click.option("--min-energy-saved", default=None, help="Gate: energy saved against full inference, e.g. 0.15 or 15%.")
+@click.option("--max-ram-kb", default=None, help="Gate: the image's static RAM in KiB.")
+@click.option("--max-flash-kb", default=None, help="Gate: the image's flash in KiB.")
+@click.option("--compare-report", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Baseline: a report.json or an earlier --json-output-path file.")
+@click.option("--max-accuracy-drop", default=None, help="Against the baseline (default 0.01, i.e. one point).")
+@click.option("--max-latency-regression", default=None,
+              help="Against the baseline, relative (default 0.05, i.e. 5 % slower).")
+@click.option("--junit-output-path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write JUnit XML: one testsuite per board.")
+@click.option("--json-output-path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the results as JSON.")
+@click.option("--retry-failed", type=click.IntRange(0, 20), default=0, show_default=True,
+              help="Re-run a board whose run ended in a device error up to N times (never a gate failure).")
+@click.option("--timeout-multiplier", type=click.FloatRange(min=0.01), default=1.0, show_default=True,
+              help="Scale every phase's timeout (flash, connect, store, train, evaluate).")
+@click.option("--timeout", "phase_timeouts", multiple=True, metavar="PHASE=SECONDS",
+              help="One phase's timeout before the multiplier, e.g. --timeout connect=60 (repeatable).")
+@click.option("--no-flash", is_flag=True, help="Real boards: do not flash; evaluate what the board runs.")
+@click.option("--no-reset", is_flag=True,
+              help="Open the serial port without toggling DTR/RTS (no reset of ESP32-style boards).")
+@click.option("--jobs", type=click.IntRange(0, 64), default=0, help="Boards evaluated at once (default: all).")
+@offline_option
+@_friendly
+def eval_cmd(project_dir: Path, boards: tuple[str, ...], platforms: tuple[str, ...], port: str | None,
+             rig_file: Path | None, serial_numbers: tuple[str, ...], ratios: str | None, min_accuracy: str | None,
+             max_latency_ms: str | None, min_energy_saved: str | None, max_ram_kb: str | None,
+             max_flash_kb: str | None, compare_report: Path | None, max_accuracy_drop: str | None,
+             max_latency_regression: str | None, junit_output_path: Path | None, json_output_path: Path | None,
+             retry_failed: int, timeout_multiplier: float, phase_timeouts: tuple[str, ...], no_flash: bool,
+             no_reset: bool, jobs: int, offline: bool) -> None:
+    """Train the classifiers on the device, then measure part / full / staged inference; with gates,
+    a hardware-in-the-loop check for CI.
+
+    \b
+    Exit codes: 0 every board passed; 1 a gate or an evaluation failed; 2 a device error remained
+    after --retry-failed; 4 a usage or rig-file error; 5 no connected board matched."""
+    from microt_deploy.errors import DeviceError, NoBoardError
+    from microt_deploy.evaluate import gate_report, gates, hil
+    from microt_deploy.project import open_project
+
+    try:
+        parsed = _parse_ratios(ratios) if ratios else None
+        for path in (junit_output_path, json_output_path):
+            if path is not None:
+                from microt_deploy.atomic import check_file_target
+
+                check_file_target(path)
+        cli_gates = gates.build_gates(min_accuracy, max_latency_ms, min_energy_saved, max_ram_kb, max_flash_kb,
+                                      max_accuracy_drop, max_latency_regression, compare_report)
+        timeouts = _phase_timeouts(phase_timeouts)
+        project = open_project(project_dir)
+        wanted = [*boards, *platforms]
+        if rig_file is not None:
+            if port:
+                raise MicrotError("--port and --rig both name ports", "put the port in the rig file's serial field")
+            specs = hil.specs_from_rig(rig_file, wanted, serial_numbers, cli_gates, timeout_multiplier, no_flash,
+                                       no_reset)
+        else:
+            specs = hil.specs_from_options(project.config["device"]["board"], wanted, port, serial_numbers, cli_gates,
+                                           timeout_multiplier, no_flash, no_reset)
+        hil.check_builds(project_dir, specs)
+    except (NoBoardError, DeviceError):
+        raise
+    except MicrotError as err:
+        raise MicrotError(err.problem, err.fix, exit_code=4) from None
+    options = hil.RunOptions(ratios=parsed, retry_failed=retry_failed, timeouts=timeouts, offline=offline, jobs=jobs)
+    outcomes = hil.run_all(project_dir, specs, options, out)
+    code = hil.exit_code(outcomes)
+    if len(outcomes) > 1 or not all(o.spec.gates.empty for o in outcomes) or code != 0:
+        out.print(hil.summary_table(outcomes))
+    for line in hil.problems(outcomes):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+    if junit_output_path is not None:
+        gate_report.write_junit(junit_output_path, outcomes, code)
+        out.print(f"JUnit: {junit_output_path}", highlight=False, soft_wrap=True)
+    if json_output_path is not None:
+        gate_report.write_json(json_output_path, outcomes, code)
+        out.print(f"JSON: {json_output_path}", highlight=False, soft_wrap=True)
+    if code:
+        sys.exit(code)
+
+
+def _phase_timeouts(items: tuple[str, ...]) -> dict[str, float]:
+    from microt_deploy.evaluate.hil import DEFAULT_TIMEOUTS_S
+
+    timeouts = dict(DEFAULT_TIMEOUTS_S)
+    for item in items:
+        phase, sep, value = item.partition("=")
+        if not sep or phase.strip() not in timeouts:
+            raise MicrotError(f"--timeout '{item}' is not PHASE=SECONDS with a phase of {', '.join(timeouts)}",
+                              "write e.g. --timeout connect=60")
+        try:
+            seconds = float(value)
+        except ValueError:
+            seconds = -1.0
+        if not seconds > 0:
+            raise MicrotError(f"--timeout '{item}': {value!r} is not a positive number of seconds",
+                              "write e.g. --timeout connect=60")
+        timeouts[phase.strip()] = seconds
+    return timeouts
 
 
 def _parse_ratios(text: str) -> list[float]:
@@ -396,6 +523,50 @@ def bench(models: str | None, project_dir: Path | None, json_path: Path | None) 
             raise MicrotError(f"no exported graphs in {export_dir}", "run `microt-deploy export` first")
         paths += graphs
     run_bench(paths, json_path, out)
+
+
+@main.command()
+@click.argument("rig_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--generate", "generate_", is_flag=True,
+              help="Scan the USB serial ports and merge the probes into RIG_FILE (created if missing).")
+@click.option("--persistent", is_flag=True,
+              help="With --generate: write /dev/serial/by-id/... paths instead of /dev/ttyACMn.")
+@_friendly
+def rig(rig_file: Path, generate_: bool, persistent: bool) -> None:
+    """Show a rig file (a twister-style hardware map of a board farm), or --generate it from the probes
+    plugged in. See docs/rig.md."""
+    from rich.table import Table
+
+    from microt_deploy.rig import generate, load_rig
+
+    if persistent and not generate_:
+        raise MicrotError("--persistent only applies with --generate", "add --generate")
+    if generate_:
+        summary = generate(rig_file, persistent=persistent)
+        entries = summary.entries
+        for verb, group in (("added", summary.added), ("updated", summary.updated),
+                            ("marked disconnected", summary.disconnected)):
+            for e in group:
+                note = f" ({e.notes})" if verb == "added" and e.notes else ""
+                out.print(f"{verb}: {escape(e.describe())} at {escape(str(e.serial))}{escape(note)}",
+                          highlight=False, soft_wrap=True)
+        if summary.ignored:
+            out.print(f"ignored (no board family of ours): {escape(', '.join(summary.ignored))}", highlight=False,
+                      soft_wrap=True)
+        out.print(f"{'created' if summary.created else 'wrote'} {escape(str(rig_file))}: "
+                  f"{len(summary.added)} added, {len(summary.updated)} updated, {len(summary.unchanged)} unchanged, "
+                  f"{len(summary.disconnected)} marked disconnected", highlight=False, soft_wrap=True)
+    else:
+        entries = load_rig(rig_file)
+    table = Table(title=f"rig {rig_file}")
+    for col in ("id", "platform -> board", "serial", "connected", "reset", "gates"):
+        table.add_column(col)
+    for e in entries:
+        platform = " ".join(e.platforms)
+        table.add_row(escape(e.id or "-"), escape(platform if platform == e.board else f"{platform} -> {e.board}"),
+                      escape(e.serial or "-"), "yes" if e.connected else "no", e.reset,
+                      escape(", ".join(map(str, e.gates)) or "-"))
+    out.print(table)
 
 
 for _verb in (train, export, compile_cmd, build, flash, export_lib, train_device, eval_cmd, report, demo):

@@ -41,3 +41,9 @@ class NoBoardError(MicrotError):
     """No connected board was found (no serial port matched the board's USB ids)."""
 
     exit_code = 5
+
+
+class RigError(MicrotError):
+    """A rig file (hardware map) that cannot be read: names the file, the entry, the field and the fix."""
+
+    exit_code = 4

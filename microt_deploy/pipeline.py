@@ -7,8 +7,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from microt_deploy.boards import Board, load_board
-from microt_deploy.errors import MicrotError
+from microt_deploy.errors import DeviceError, MicrotError
 from microt_deploy.project import Project, init_project, open_project
 
 GRAPHS = ("trunk", "part_head", "rest")
@@ -135,7 +136,10 @@ def build(project_dir: Path, board_id: str | None, console: Console, *, pio: boo
 
 def _firmware_options(project: Project) -> dict[str, Any]:
     tasks = project.config["tasks"]
-    return {"max_tasks": max(len(tasks), 1), "max_classes": max(t["classes"] for t in tasks)}
+    options = {"max_tasks": max(len(tasks), 1), "max_classes": max(t["classes"] for t in tasks)}
+    if "baud" in project.config["device"]:
+        options["baud"] = int(project.config["device"]["baud"])  # checked against the board at render time
+    return options
 
 
 def _build_line(board: Board, result: Any) -> str:
@@ -203,37 +207,82 @@ def _limit(n: int, cap: int) -> int:
     return min(n, cap) if cap and cap > 0 else n
 
 
+@dataclasses.dataclass
+class EvalHooks:
+    """How a rig run (evaluate/hil.py) drives one board's evaluation; the defaults are plain `eval`.
+
+    ``progress``: the callback ``(stage, done, total)`` instead of an own progress display;
+    ``phase``: called with the phase's name (connect / store / train / evaluate) and the device at
+    the start of each; ``run_name``: appended to the run folder's name; ``quiet``: no tables;
+    ``serial_number`` / ``reset`` / ``no_reset``: how to find and open a real board (its baud rate is
+    the firmware's, ``[device] baud``)."""
+
+    progress: Callable[..., Any] | None = None
+    phase: Callable[..., Any] | None = None
+    run_name: str | None = None
+    quiet: bool = False
+    serial_number: str | None = None
+    reset: str | None = None
+    no_reset: bool = False
+
+
 @contextlib.contextmanager
 def open_device(project: Project, board: Board, port: str | None,
-                console: Console | None = None) -> Iterator[Any]:
+                console: Console | None = None, hooks: EvalHooks | None = None) -> Iterator[Any]:
     """Connect to the device: the given serial port; else the board's own port, found by its USB
-    ids; else, for the host build and boards QEMU emulates, the image started here."""
+    ids (and serial number, when given); else, for the host build and boards QEMU emulates, the
+    image started here. A board asked for by serial number is never replaced by QEMU."""
     from microt_deploy.errors import NoBoardError
     from microt_deploy.link.device import Device
-    from microt_deploy.link.ports import find_port, open_serial
+    from microt_deploy.link.ports import find_port
     from microt_deploy.targets import can_launch, launch
 
+    hooks = hooks or EvalHooks()
     say = console.print if console is not None else (lambda *_: None)
-    if port is None and board.run == "platformio":
+    if port is None and board.run == "platformio" and not hooks.serial_number:
         port = project.config["device"].get("port") or None  # the project's own port, if it names one
     if port is None and board.run == "platformio":
         try:
-            port, why = find_port(board)
+            port, why = find_port(board, serial_number=hooks.serial_number)
             say(why)
         except NoBoardError as err:
-            if not can_launch(board):
+            if hooks.serial_number or not can_launch(board):
                 raise
             say(f"{err.problem}: running {board.id}'s image in QEMU ({board.extra['qemu_machine']}) instead")
     if port is not None:
         if board.run in ("qemu", "host"):
             raise MicrotError(f"--port is for real boards; {board.id} is started here by eval",
                               "drop --port")
-        with open_serial(port) as serial_port:
-            yield Device(serial_port)
+        yield from _open_real_board(project, board, port, hooks)
         return
     image = _built_image(project, board)
     with launch(board, image) as serial_port:
-        yield Device(serial_port)
+        yield Device(serial_port, local=True)  # runs here: it can read samples from a host file
+
+
+# How long a board that was reset by opening its port (ESP32 auto-reset) may take to answer HELLO.
+BOOT_TIMEOUT_S = 10.0
+
+
+def _open_real_board(project: Project, board: Board, port: str, hooks: EvalHooks) -> Iterator[Any]:
+    """A real board's serial port at the firmware's baud rate: DTR/RTS as its reset method wants
+    (``dtr-rts`` resets ESP32-style boards, then the boot log is skipped until HELLO answers;
+    ``--no-reset`` never toggles them); when the probe's USB serial number is known, a port that
+    re-enumerates (a new /dev/ttyACMn after a reset) is found again by it."""
+    from microt_deploy.link.connect import ReconnectingPort, open_board_port, serial_number_of, wait_ready
+    from microt_deploy.link.device import Device
+    from microt_deploy.rig.hwmap import default_reset
+
+    baud = int(project.config["device"].get("baud", 115200))
+    reset = hooks.reset or default_reset(board)
+    serial_number = hooks.serial_number or serial_number_of(port)  # read before anything resets the board
+    with open_board_port(port, baudrate=baud, reset=reset, no_reset=hooks.no_reset) as raw:
+        link: Any = ReconnectingPort(raw, board, serial_number, baudrate=baud) if serial_number else raw
+        with link if serial_number else contextlib.nullcontext():
+            device = Device(link)
+            if reset == "dtr-rts" and not hooks.no_reset:
+                wait_ready(link, device.hello, BOOT_TIMEOUT_S)
+            yield device
 
 
 def _built_image(project: Project, board: Board) -> Path:
@@ -247,8 +296,14 @@ def _built_image(project: Project, board: Board) -> Path:
 
 
 def evaluate(project_dir: Path, board_id: str | None, port: str | None, console: Console, *,
-             evaluate: bool = True, ratios: Sequence[float] | None = None) -> dict[str, Any]:
-    """Train the heads on the device and (optionally) evaluate staged inference; writes runs/<time>/."""
+             evaluate: bool = True, ratios: Sequence[float] | None = None,
+             hooks: EvalHooks | None = None) -> dict[str, Any]:
+    """Train the heads on the device and (optionally) evaluate staged inference; writes runs/<time>/.
+
+    A device that stops answering during the evaluation leaves a report of the samples measured
+    before, marked partial, and raises :class:`microt_deploy.evaluate.hil.PartialRun`."""
+    hooks = hooks or EvalHooks()
+    phase = hooks.phase or (lambda *_: None)
     project = open_project(project_dir)
     board = load_board(board_id or project.config["device"]["board"])
     info = load_export_info(project)
@@ -272,7 +327,10 @@ def evaluate(project_dir: Path, board_id: str | None, port: str | None, console:
     test_q = quantize_input(splits["test"].images[:n_test], info)
 
     started = time.monotonic()
-    with open_device(project, board, port, console) as device, progress_bar(console) as update:
+    partial: dict[str, Any] | None = None
+    progress = contextlib.nullcontext(hooks.progress) if hooks.progress else progress_bar(console)
+    with open_device(project, board, port, console, hooks) as device, progress as update:
+        phase("connect", device)
         hello = device.hello()
         if hello.counter_unit != board.counter_unit:
             # What the device counts decides the label: an STM32 image counts DWT cycles on silicon
@@ -283,22 +341,39 @@ def evaluate(project_dir: Path, board_id: str | None, port: str | None, console:
         train_q, calib_q = train_q[:n_train], calib_q[:n_calib]
         for t in tasks:
             t.train_labels = t.train_labels[:n_train]
-        session.store_features(device, train_q, 0, update, "store train")
-        session.store_features(device, calib_q, n_train, update, "store calib")
+        phase("store", device)
+        link = session.choose_transport(device, dev_cfg.get("baud", 115200))  # semihosting here, else UART
+        session.store_features(device, train_q, 0, update, "store train", transport=link)
+        session.store_features(device, calib_q, n_train, update, "store calib", transport=link)
+        phase("train", device)
         trained = session.train_tasks(device, tasks, n_train, int(dev_cfg["train_epochs"]),
                                       float(dev_cfg["train_lr"]), int(project.config["train"]["seed"]), update)
         evals = []
         if evaluate:
-            evals = session.evaluate_tasks(device, tasks, test_q, n_train, n_calib, ratios, update)
+            phase("evaluate", device)
+            try:
+                evals = session.evaluate_tasks(device, tasks, test_q, n_train, n_calib, ratios, update,
+                                               transport=link)
+            except DeviceError as err:
+                evals = getattr(err, "partial_evaluations", None) or []
+                if not evals or not len(evals[0].labels):
+                    raise
+                partial = {"samples_evaluated": int(len(evals[0].labels)), "samples_planned": int(len(test_q)),
+                           "error": err.one_line()}
+                cause = err
         device_seconds = time.monotonic() - started
-        with contextlib.suppress(Exception):
-            device.exit(0)
+        link.close()
+        if partial is None:
+            with contextlib.suppress(Exception):
+                device.exit(0)
 
     training = {t.name: t.result for t in trained}
     if not evaluate:
         console.print_json(json.dumps(training, default=float))
         return {"device_training": training}
 
+    if partial is not None:
+        test_q = test_q[:partial["samples_evaluated"]]
     simulation = _simulate(project, info, trained, evals, calib_q, test_q, ratios)
     extra = {
         "chosen_ratio": chosen,
@@ -307,19 +382,41 @@ def evaluate(project_dir: Path, board_id: str | None, port: str | None, console:
         "simulation": simulation,
         "samples": {"train": n_train, "calib": n_calib, "test": n_test},
         "device_seconds": round(device_seconds, 1),
+        "transport": link.report(),
         "firmware": _firmware_facts(project, board),
     }
     train_json = project.checkpoints / "train.json"
     if train_json.is_file():
         extra["extractor"] = json.loads(train_json.read_text())  # the file is the summary
+    if partial is not None:
+        extra["partial"] = partial
     report = reporting.build_report(evals, board, extra)
-    run_dir = project.runs_dir / time.strftime("%Y%m%d-%H%M%S")
+    run_dir = _new_run_dir(project, hooks.run_name)
     reporting.write_report(report, run_dir)
-    console.print(reporting.terminal_table(report))
-    console.print(f"host simulation: {_simulation_line(simulation)}")
-    console.print(f"report: {run_dir / 'report.md'}")
+    if not hooks.quiet:
+        console.print(reporting.terminal_table(report))
+        console.print(f"host simulation: {reporting.simulation_line(simulation)}")
+    console.print(f"report: {run_dir / 'report.md'}" + (" (partial)" if partial else ""), highlight=False,
+                  soft_wrap=True)
     report["run_dir"] = str(run_dir)
+    if partial is not None:
+        from microt_deploy.evaluate.hil import PartialRun
+
+        raise PartialRun(cause, report, run_dir)
     return report
+
+
+def _new_run_dir(project: Project, name: str | None) -> Path:
+    """runs/<time>[-<name>], never one that exists (boards of one rig finish in the same second)."""
+    stem = time.strftime("%Y%m%d-%H%M%S")
+    if name:
+        stem += "-" + re.sub(r"[^A-Za-z0-9_.@-]+", "_", name)
+    run_dir = project.runs_dir / stem
+    n = 2
+    while run_dir.exists():
+        run_dir = project.runs_dir / f"{stem}-{n}"
+        n += 1
+    return run_dir
 
 
 def _fit_store(hello: Any, n_train: int, n_calib: int, console: Console) -> tuple[int, int]:
@@ -378,18 +475,6 @@ def _simulate(project: Project, info: dict[str, Any], trained: Sequence[Any], ev
     return out
 
 
-def _simulation_line(sim: dict[str, Any]) -> str:
-    total = agree = ties = 0
-    for task in sim.values():
-        for cmp in [task["part"], task["full"], *task["staged"].values()]:
-            total += cmp["samples"]
-            agree += cmp["agree"]
-            ties += len(cmp["threshold_ties"])
-    unexplained = total - agree - ties
-    return (f"{agree:,} of {total:,} device answers predicted exactly, {ties} threshold ties, "
-            f"{unexplained} unexplained")
-
-
 def _firmware_facts(project: Project, board: Board) -> dict[str, Any]:
     facts: dict[str, Any] = {}
     plan = project.compiled_dir / "plan.json"
@@ -407,7 +492,7 @@ def _firmware_facts(project: Project, board: Board) -> dict[str, Any]:
 
 
 def report(project_dir: Path, run_dir: Path | None, console: Console) -> None:
-    """Re-render report.md and the plot of a run from its report.json."""
+    """Re-render report.md and the plots of a run from its report.json."""
     from microt_deploy.evaluate import report as reporting
 
     project = open_project(project_dir)

@@ -11,7 +11,6 @@ int8 graphs and the same trained heads; the link never loses sync; the report is
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -19,36 +18,14 @@ import pytest
 from rich.console import Console
 
 from microt_deploy import pipeline
-from microt_deploy.project import init_project
 
 pytestmark = pytest.mark.slow
 BOARDS = ["qemu_mps2_an386", "disco_l475vg_iot01a"]
 
-SMALL = {
-    "data": {"max_per_class": 60},
-    "train": {"teacher_epochs": 4, "sskd_epochs": 6, "joint_epochs": 10},
-    "device": {"max_train_samples": 240, "max_calib_samples": 80, "max_test_samples": 40, "train_epochs": 20},
-    "eval": {"ratios": [0.3, 0.5, 0.7]},
-}
-
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("e2e")
-    console = Console(stderr=True, quiet=True)
-    cwd = os.getcwd()
-    os.chdir(root.parent)
-    try:  # a relative project folder, as `make demo` passes it
-        relative = Path(root.name)
-        init_project(relative, SMALL)
-        pipeline.train(relative, console)
-        pipeline.export(relative, console)
-        pipeline.compile(relative, console)
-        for board in BOARDS:
-            pipeline.build(relative, board, console)
-    finally:
-        os.chdir(cwd)
-    return root
+def project(spine_project: Path) -> Path:
+    return spine_project
 
 
 @pytest.mark.parametrize("board_id", BOARDS)

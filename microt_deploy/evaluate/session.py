@@ -3,17 +3,32 @@ evaluate part-only, full-only and staged inference over a sweep of stage-decisio
 
 The device does all the deciding; this module only streams samples, collects what the device
 answers and keeps it as plain arrays for the host simulation and the report.
+
+How the samples reach the device is a transport (:func:`open_transport`): over the UART (LOAD_INPUT
+frames), or, for a device running on this machine (QEMU, the host build) whose firmware answers
+HOST_OPEN, from a temporary host file the device reads itself (semihosting under QEMU): then one
+short request loads a sample (LOAD_SAMPLE) and one stores the features of a range of them
+(STORE_SAMPLES). Either way the evaluation sets each ratio's threshold with SET_THRESHOLD (the
+value SET_RATIO answered once per task and ratio) instead of recomputing it per sample, where the
+firmware knows that command.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import shutil
+import struct
+import tempfile
+import time
+import weakref
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from microt_deploy.errors import MicrotError
+from microt_deploy.errors import DeviceError, MicrotError
 
 Progress = Callable[[str, int, int], None]
 
@@ -62,14 +77,152 @@ def _noop(_stage: str, _done: int, _total: int) -> None:
     pass
 
 
+STORE_BATCH = 16  # samples per STORE_SAMPLES request: the progress bar moves once per request
+
+
+class UartTransport:
+    """Samples travel in LOAD_INPUT frames. ``bytes_sent`` / ``seconds`` add up what the session
+    functions sent and how long they took (:meth:`report`)."""
+
+    kind = "uart"
+
+    def __init__(self, baud: int | None = None) -> None:
+        self.baud = baud
+        self.bytes_sent = 0
+        self.seconds = 0.0
+
+    @contextlib.contextmanager
+    def measure(self, device: Any) -> Iterator[None]:
+        stats = getattr(device, "stats", None)
+        sent = stats.get("bytes_sent", 0) if isinstance(stats, dict) else 0
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.seconds += time.monotonic() - started
+            if isinstance(stats, dict):
+                self.bytes_sent += stats.get("bytes_sent", 0) - sent
+
+    def begin(self, device: Any, samples: np.ndarray) -> None:
+        """Make ``samples`` the ones :meth:`load` indexes (nothing to do over the UART)."""
+
+    def load(self, device: Any, samples: np.ndarray, i: int) -> None:
+        device.load_input(np.ascontiguousarray(samples[i], dtype=np.int8).tobytes())
+
+    def store(self, device: Any, samples: np.ndarray, first_slot: int, progress: Progress, label: str) -> None:
+        total = len(samples)
+        for i in range(total):
+            self.load(device, samples, i)
+            device.store_features(first_slot + i)
+            progress(label, i + 1, total)
+
+    def close(self) -> None:
+        pass
+
+    def report(self) -> dict[str, Any]:
+        """The report's ``transport`` entry."""
+        return {"kind": self.kind, "baud": self.baud, "bytes_sent": int(self.bytes_sent),
+                "seconds": round(self.seconds, 2)}
+
+
+class HostFileTransport(UartTransport):
+    """Samples go to a temporary file on this machine that the device reads itself (HOST_OPEN,
+    LOAD_SAMPLE, STORE_SAMPLES): semihosting under QEMU, the file system for the host build. The
+    folder is removed by :meth:`close`."""
+
+    kind = "semihosting"
+
+    def __init__(self, baud: int | None = None) -> None:
+        super().__init__(baud)
+        self.folder = Path(tempfile.mkdtemp(prefix="mdt-samples-"))
+        # Removed by close(), or at the latest when the transport is collected / the process ends.
+        self._cleanup = weakref.finalize(self, shutil.rmtree, self.folder, True)
+        self._files = 0
+        self._current: np.ndarray | None = None
+
+    def _write(self, samples: np.ndarray) -> Path:
+        self._files += 1
+        path = self.folder / f"samples{self._files}.bin"
+        data = np.ascontiguousarray(samples, dtype=np.int8).tobytes()
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)  # the device never sees a half-written file
+        return path
+
+    def probe(self, device: Any) -> bool:
+        """True when the firmware opens a host file (False: an older firmware, a board without
+        host files, a device that cannot see this machine's files)."""
+        from microt_deploy.link.protocol import Command, Status
+
+        size = int(device.hello().input_size) if getattr(device, "info", None) is None else int(device.info.input_size)
+        path = self._write(np.zeros((1, size), np.int8))
+        status, _ = device.request(Command.HOST_OPEN, str(path).encode(), expect=None)
+        return status == Status.OK
+
+    def begin(self, device: Any, samples: np.ndarray) -> None:
+        if self._current is samples:
+            return
+        path = self._write(samples)
+        n = device.host_open(str(path))
+        if n != len(samples):
+            raise DeviceError(f"the device reads {n} samples from {path}, {len(samples)} were written",
+                              "the firmware's input size differs from the samples'; rebuild the firmware")
+        self._current = samples
+
+    def load(self, device: Any, samples: np.ndarray, i: int) -> None:
+        self.begin(device, samples)
+        device.load_sample(i)
+
+    def store(self, device: Any, samples: np.ndarray, first_slot: int, progress: Progress, label: str) -> None:
+        self.begin(device, samples)
+        total = len(samples)
+        for start in range(0, total, STORE_BATCH):
+            count = min(STORE_BATCH, total - start)
+            device.store_samples(start, first_slot + start, count)
+            progress(label, start + count, total)
+
+    def close(self) -> None:
+        self._current = None
+        self._cleanup()
+
+
+@contextlib.contextmanager
+def open_transport(device: Any, baud: int | None = None, kind: str = "auto") -> Iterator[UartTransport]:
+    """:func:`choose_transport`, closed (its temporary file removed) when the context ends."""
+    transport = choose_transport(device, baud, kind)
+    try:
+        yield transport
+    finally:
+        transport.close()
+
+
+def choose_transport(device: Any, baud: int | None = None, kind: str = "auto") -> UartTransport:
+    """The transport for ``device``: ``auto`` picks the host file where the device runs on this
+    machine (``device.local``) and its firmware opens one, else the UART; ``uart`` / ``semihosting``
+    force one (``semihosting`` raises where it cannot work). Call its ``close()`` when done."""
+    if kind not in ("auto", "uart", "semihosting"):
+        raise MicrotError(f"unknown transport {kind!r}", "use auto, uart or semihosting")
+    transport: UartTransport = UartTransport(baud)
+    if kind != "uart" and (getattr(device, "local", False) or kind == "semihosting"):
+        candidate = HostFileTransport(baud)
+        try:
+            if candidate.probe(device):
+                transport = candidate
+            elif kind == "semihosting":
+                raise DeviceError("the device cannot read host files (HOST_OPEN refused)",
+                                  "use the UART transport, or rebuild the firmware from this version")
+        finally:
+            if transport is not candidate:
+                candidate.close()
+    return transport
+
+
 def store_features(device: Any, samples: np.ndarray, first_slot: int, progress: Progress = _noop,
-                   label: str = "features") -> None:
+                   label: str = "features", transport: UartTransport | None = None) -> None:
     """Send each int8 sample and store its part and full features in consecutive device slots."""
-    total = len(samples)
-    for i, sample in enumerate(samples):
-        device.load_input(np.ascontiguousarray(sample, dtype=np.int8).tobytes())
-        device.store_features(first_slot + i)
-        progress(label, i + 1, total)
+    transport = transport or UartTransport()
+    with transport.measure(device):
+        transport.store(device, samples, first_slot, progress, label)
 
 
 def train_tasks(device: Any, tasks: Sequence[TaskSpec], n_train: int, epochs: int, lr: float,
@@ -87,9 +240,38 @@ def train_tasks(device: Any, tasks: Sequence[TaskSpec], n_train: int, epochs: in
 
 
 def evaluate_tasks(device: Any, tasks: Sequence[TaskSpec], test_inputs: np.ndarray, calib_first: int,
-                   n_calib: int, ratios: Sequence[float], progress: Progress = _noop) -> list[TaskEvaluation]:
+                   n_calib: int, ratios: Sequence[float], progress: Progress = _noop,
+                   transport: UartTransport | None = None) -> list[TaskEvaluation]:
     """For every test sample: one forced-full inference per task (part-only and full-only answers),
-    then one real staged inference per task and ratio, the threshold set on the device each time."""
+    then one real staged inference per task and ratio, the threshold set on the device each time
+    (SET_THRESHOLD with the value SET_RATIO answered, or SET_RATIO again on an older firmware)."""
+    transport = transport or UartTransport()
+    with transport.measure(device):
+        return _evaluate(device, tasks, test_inputs, calib_first, n_calib, ratios, progress, transport)
+
+
+def _threshold_setter(device: Any, evals: Sequence[TaskEvaluation], tasks: Sequence[TaskSpec],
+                      calib_first: int, n_calib: int) -> Callable[[TaskSpec, TaskEvaluation, float], None]:
+    """How each staged inference gets its ratio's threshold: SET_THRESHOLD when the firmware answers
+    it (tried once with the threshold the device holds anyway), else SET_RATIO every time."""
+    from microt_deploy.link.protocol import Command, Status
+
+    request = getattr(device, "request", None)
+    if request is not None and hasattr(device, "set_threshold") and tasks and evals[0].thresholds:
+        task, ev = tasks[0], evals[0]
+        last = list(ev.thresholds)[-1]
+        status, _ = request(Command.SET_THRESHOLD, struct.pack("<Bf", task.index, ev.thresholds[last]),
+                            expect=None)
+        if status == Status.OK:
+            return lambda t, e, r: device.set_threshold(t.index, e.thresholds[r])
+        if status != Status.UNKNOWN_COMMAND:
+            raise DeviceError(f"device answered {status.name} to SET_THRESHOLD",
+                              "the task's threshold is one the device computed; check the firmware")
+    return lambda t, e, r: device.set_ratio(t.index, r, calib_first, n_calib)
+
+
+def _evaluate(device: Any, tasks: Sequence[TaskSpec], test_inputs: np.ndarray, calib_first: int, n_calib: int,
+              ratios: Sequence[float], progress: Progress, transport: UartTransport) -> list[TaskEvaluation]:
     if n_calib <= 0:
         raise MicrotError("no calibration samples on the device", "keep a calibration split in [data] split")
     n = len(test_inputs)
@@ -110,22 +292,43 @@ def evaluate_tasks(device: Any, tasks: Sequence[TaskSpec], test_inputs: np.ndarr
             ev.staged_counters[r] = np.zeros((n, len(STAGES)), np.int64)
         evals.append(ev)
 
-    for i, sample in enumerate(test_inputs):
-        device.load_input(np.ascontiguousarray(sample, dtype=np.int8).tobytes())
-        for task, ev in zip(tasks, evals, strict=True):
-            forced = device.infer(task.index, force_full=True)
-            ev.part_pred[i] = forced.part_prediction
-            ev.part_conf[i] = forced.confidence
-            ev.full_pred[i] = forced.full_prediction
-            ev.forced_counters[i] = _counters(forced)
-            for r in ratios:
-                device.set_ratio(task.index, r, calib_first, n_calib)
-                staged = device.infer(task.index, force_full=False)
-                ev.staged_pred[r][i] = staged.prediction
-                ev.staged_exit[r][i] = staged.exit_stage
-                ev.staged_counters[r][i] = _counters(staged)
-        progress("evaluate", i + 1, n)
+    set_threshold = _threshold_setter(device, evals, tasks, calib_first, n_calib)
+    transport.begin(device, test_inputs)
+    done = 0
+    try:
+        for i in range(n):
+            transport.load(device, test_inputs, i)
+            for task, ev in zip(tasks, evals, strict=True):
+                forced = device.infer(task.index, force_full=True)
+                ev.part_pred[i] = forced.part_prediction
+                ev.part_conf[i] = forced.confidence
+                ev.full_pred[i] = forced.full_prediction
+                ev.forced_counters[i] = _counters(forced)
+                for r in ratios:
+                    set_threshold(task, ev, r)
+                    staged = device.infer(task.index, force_full=False)
+                    ev.staged_pred[r][i] = staged.prediction
+                    ev.staged_exit[r][i] = staged.exit_stage
+                    ev.staged_counters[r][i] = _counters(staged)
+            done = i + 1
+            progress("evaluate", done, n)
+    except DeviceError as err:
+        # The device stopped (or the phase ran out of time): the samples it answered in full stay
+        # with the error, for a report marked partial; the sample it was on is dropped.
+        err.partial_evaluations = [first_samples(ev, done) for ev in evals]  # type: ignore[attr-defined]
+        raise
     return evals
+
+
+def first_samples(ev: TaskEvaluation, k: int) -> TaskEvaluation:
+    """``ev`` cut to its first ``k`` test samples."""
+    return TaskEvaluation(
+        name=ev.name, labels=ev.labels[:k], part_pred=ev.part_pred[:k], part_conf=ev.part_conf[:k],
+        full_pred=ev.full_pred[:k], forced_counters=ev.forced_counters[:k], thresholds=dict(ev.thresholds),
+        staged_pred={r: a[:k] for r, a in ev.staged_pred.items()},
+        staged_exit={r: a[:k] for r, a in ev.staged_exit.items()},
+        staged_counters={r: a[:k] for r, a in ev.staged_counters.items()},
+    )
 
 
 def _counters(result: Any) -> list[int]:

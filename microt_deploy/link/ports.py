@@ -220,13 +220,18 @@ def _open_error(path: str, err: serial.SerialException) -> DeviceError:
 
 
 @contextlib.contextmanager
-def open_serial(path: str, baudrate: int = 115200, timeout: float = 0.1) -> Iterator[serial.Serial]:
+def open_serial(path: str, baudrate: int = 115200, timeout: float = 0.1, *,
+                dtr: bool | None = None, rts: bool | None = None) -> Iterator[serial.Serial]:
     """Open a board's serial port for the length of the ``with``; closed on exit.
 
     A device path is opened with ``exclusive=True`` (an advisory lock that other pyserial programs,
     another microt-deploy included, respect); a port that is locked or in exclusive use raises a
     one-line :class:`DeviceError`, as does a missing one. URLs (``socket://`` for an emulator) open
     as they are.
+
+    ``dtr`` / ``rts`` (None: pyserial's default, asserted) are the modem-control states the port
+    opens with: they are set before ``open()``, which applies them as it opens, so a board whose
+    reset hangs on these lines is not pulsed by a set-after-open (see microt_deploy.link.connect).
     """
     if "://" in path:
         kwargs: dict = {}
@@ -237,7 +242,12 @@ def open_serial(path: str, baudrate: int = 115200, timeout: float = 0.1) -> Iter
             if owner is not None:
                 raise _busy(path, f"locked by process {owner}")
     try:
-        port = serial.serial_for_url(path, baudrate=baudrate, timeout=timeout, **kwargs)
+        port = serial.serial_for_url(path, baudrate=baudrate, timeout=timeout, do_not_open=True, **kwargs)
+        if dtr is not None:
+            port.dtr = dtr
+        if rts is not None:
+            port.rts = rts
+        port.open()
     except serial.SerialException as err:
         raise _open_error(path, err) from None
     try:

@@ -24,6 +24,7 @@ from microt_deploy import atomic
 from microt_deploy.boards import Board
 from microt_deploy.errors import MicrotError
 from microt_deploy.firmware.render import MIN_SLOTS, FirmwareConfig, plan_sizes, read_model_sizes, template_env
+from microt_deploy.link.baud import check_baud
 from microt_deploy.targets.base import Target
 from microt_deploy.targets.qemu import DEFAULT_LIMIT_S, qemu_command
 from microt_deploy.targets.toolchain import BuildResult, FitError, read_build, require_tool
@@ -61,9 +62,11 @@ def _render_into(tmp: Path, compiled_dir: Path, board: Board, options: dict[str,
         raise MicrotError(f"no compiled model (mdt_model.h/.c) in {compiled_dir}", "run `microt-deploy compile` first")
     options = dict(options or {})
     family_options = {k: options.pop(k) for k in ("sanitize", "pio") if k in options}
+    baud = check_baud(board, options.pop("baud", None))  # [device] baud: refused here if the board cannot
     config = plan_sizes(board, read_model_sizes(header), options, stack_in_ram=target.stack_in_ram(board))
     env = template_env()
-    values = {**asdict(config), "board": board, "flash_bytes": board.flash_bytes, "ram_bytes": board.ram_bytes}
+    values = {**asdict(config), "board": board, "flash_bytes": board.flash_bytes, "ram_bytes": board.ram_bytes,
+              "baud": baud}
     desc = target.render(tmp, compiled_dir, board, config, env, values, family_options)
     atomic.write_text(tmp / "build.json", json.dumps(desc, indent=2) + "\n")
     return config
@@ -180,6 +183,9 @@ def launch(board: Board, image: Path, limit_s: float = DEFAULT_LIMIT_S) -> Itera
         yield port
 
 
-def flash(board: Board, fw_dir: Path, port: str | None = None, *, offline: bool = False) -> str:
-    """Put the built image on a real board (PlatformIO's upload); returns the log."""
-    return target_for(board).flash(board, Path(fw_dir), port, offline=offline)
+def flash(board: Board, fw_dir: Path, port: str | None = None, *, offline: bool = False,
+          timeout_s: float | None = None, serial_number: str | None = None) -> str:
+    """Put the built image on a real board (PlatformIO's upload); returns the log. ``serial_number``
+    picks one probe of several (a rig); ``timeout_s`` bounds the upload."""
+    return target_for(board).flash(board, Path(fw_dir), port, offline=offline, timeout_s=timeout_s,
+                                   serial_number=serial_number)

@@ -57,7 +57,8 @@ class Target:
                           "flash it with `microt-deploy flash`, then pass --port (or let eval find it)")
         yield  # pragma: no cover - makes this a generator for contextmanager
 
-    def flash(self, board: Board, fw_dir: Path, port: str | None, *, offline: bool = False) -> str:
+    def flash(self, board: Board, fw_dir: Path, port: str | None, *, offline: bool = False,
+              timeout_s: float | None = None, serial_number: str | None = None) -> str:
         """Put the built image on the board; returns the tool's log."""
         raise MicrotError(f"{board.id} is not flashed: `microt-deploy eval` starts it with the built image",
                           "flash only real boards (e.g. --board nucleo_l4r5zi)")

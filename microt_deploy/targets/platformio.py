@@ -76,11 +76,12 @@ def remove_stale_links(core_dir: Path) -> list[Path]:
 
 
 def run_pio(args: list[str], project_dir: Path, core_dir: Path | None, *, offline: bool = True,
-            timeout_s: float = PIO_TIMEOUT_S) -> subprocess.CompletedProcess:
+            timeout_s: float = PIO_TIMEOUT_S, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run ``pio <args>`` in ``project_dir``; ``offline`` (or MICROT_PIO_OFFLINE=1) isolates it from
     the network. ``core_dir`` None uses the user's own PlatformIO folder (installed platforms)."""
     env = dict(os.environ, PLATFORMIO_SETTING_ENABLE_TELEMETRY="No", PLATFORMIO_DISABLE_PROGRESSBAR="true",
                PLATFORMIO_SETTING_CHECK_PLATFORMIO_INTERVAL="3650", PLATFORMIO_NO_ANSI="true")
+    env.update(extra_env or {})
     if core_dir is not None:
         Path(core_dir).mkdir(parents=True, exist_ok=True)
         remove_stale_links(Path(core_dir))
@@ -243,8 +244,17 @@ def run_build(board: Board, project_dir: Path, core_dir: Path | None, *, offline
     return log
 
 
+def upload_env(board: Board, serial_number: str | None) -> dict[str, str]:
+    """Environment that makes PlatformIO's upload pick one probe of several by its USB serial number:
+    for ST-LINK uploads (OpenOCD 0.12, PlatformIO's tool-openocd) the `adapter serial` command in
+    PLATFORMIO_UPLOAD_FLAGS, which PlatformIO appends to the uploader's arguments."""
+    if not serial_number or board.extra.get("upload_protocol") != "stlink":
+        return {}
+    return {"PLATFORMIO_UPLOAD_FLAGS": f'-c "adapter serial {serial_number}"'}
+
+
 def upload(board: Board, fw_dir: Path, port: str | None = None, *, offline: bool = False,
-           core_dir: Path | None = None) -> str:
+           core_dir: Path | None = None, timeout_s: float | None = None, serial_number: str | None = None) -> str:
     """``pio run -e <board> -t upload [--upload-port PORT]`` in the rendered folder; returns the log.
 
     On a user's machine PlatformIO installs the board's platform from its registry the first time.
@@ -257,9 +267,10 @@ def upload(board: Board, fw_dir: Path, port: str | None = None, *, offline: bool
     if port:
         args += ["--upload-port", port]
     offline = offline or forced_offline()
+    extra_env = upload_env(board, serial_number)
     with tempfile.TemporaryDirectory(prefix="microt-pio-core-") as tmp:
         core = core_dir or (Path(tmp) if offline else None)
-        proc = run_pio(args, fw_dir, core, offline=offline)
+        proc = run_pio(args, fw_dir, core, offline=offline, timeout_s=timeout_s or PIO_TIMEOUT_S, extra_env=extra_env)
     log = proc.stdout + proc.stderr
     if proc.returncode != 0:
         where = f" to {port}" if port else ""

@@ -92,8 +92,10 @@ class Esp32Target(Target):
     def image_path(self, board: Board, fw_dir: Path) -> Path:
         return Path(fw_dir) / ".pio" / "build" / board.id / "firmware.elf"
 
-    def flash(self, board: Board, fw_dir: Path, port: str | None, *, offline: bool = False) -> str:
-        return platformio.upload(board, fw_dir, port, offline=offline)
+    def flash(self, board: Board, fw_dir: Path, port: str | None, *, offline: bool = False,
+              timeout_s: float | None = None, serial_number: str | None = None) -> str:
+        # esptool finds the chip by its serial port: the rig's `serial` (the USB-UART), not a probe id
+        return platformio.upload(board, fw_dir, port, offline=offline, timeout_s=timeout_s)
 
 
 TARGET = Esp32Target()

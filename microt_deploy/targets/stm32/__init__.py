@@ -147,11 +147,13 @@ class Stm32Target(Target):
             _wait_until_listening(port, board)
             yield port
 
-    def flash(self, board: Board, fw_dir: Path, port: str | None, *, offline: bool = False) -> str:
+    def flash(self, board: Board, fw_dir: Path, port: str | None, *, offline: bool = False,
+              timeout_s: float | None = None, serial_number: str | None = None) -> str:
         fw_dir = Path(fw_dir)
         offline = offline or platformio.forced_offline()
         core = self._offline_core(fw_dir) if offline else None
-        return platformio.upload(board, fw_dir, port, offline=offline, core_dir=core)
+        return platformio.upload(board, fw_dir, port, offline=offline, core_dir=core, timeout_s=timeout_s,
+                                 serial_number=serial_number)
 
 
 TARGET = Stm32Target()
