@@ -59,9 +59,10 @@ def _friendly(func: Callable[..., Any]) -> Callable[..., Any]:
         except ModuleNotFoundError as err:  # a wheel installed without its training extra
             if os.environ.get("MICROT_DEBUG") or (err.name or "").split(".")[0] not in TRAIN_EXTRA_MODULES:
                 raise
-            console.print(f"[bold red]error:[/] {escape(func.__name__.rstrip('_').replace('_cmd', ''))} needs "
-                          f"{err.name.split('.')[0]}, which is in the training extra; install it: "
-                          "pip install 'microt-deploy[train]'", highlight=False, soft_wrap=True)
+            verb = func.__name__.rstrip("_").replace("_cmd", "")
+            line = (f"{verb} needs {err.name.split('.')[0]}, which is in the training extra; install it: "
+                    "pip install 'microt-deploy[train]'")
+            console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
             sys.exit(4)
         except Exception as err:  # noqa: BLE001 - last line of defence: one line, not a traceback
             if os.environ.get("MICROT_DEBUG"):
