@@ -91,7 +91,7 @@ test-quick: setup
 
 # The compiler bench; with a built demo project (`make demo`) also the evaluation-speed bench below.
 bench: setup
-	$(VENV)/bin/microt-deploy bench $(if $(wildcard $(PROJECT)/export/rest.tflite),--project $(PROJECT))
+	$(VENV)/bin/microt-deploy bench --json bench/results.json $(if $(wildcard $(PROJECT)/export/rest.tflite),--project $(PROJECT))
 	$(MAKE) --no-print-directory bench-cores
 	$(if $(wildcard $(PROJECT)/firmware/qemu_mps2_an386/firmware.elf),$(MAKE) --no-print-directory bench-link)
 

@@ -487,19 +487,23 @@ def demo(project_dir: Path, board: str | None, fresh: bool) -> None:
 @main.command()
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--input", "input_npy", required=True, type=click.Path(path_type=Path),
-              help="int8 .npy: one sample, or a batch along the first axis.")
+              help=".npy (int8, or float32 for a float-input model): one sample, or a batch along the first "
+                   "axis; an .npz keyed by the input tensor names when the model has several inputs.")
 @click.option("--output", "output_npy", required=True, type=click.Path(path_type=Path),
-              help="Where to write the int8 output .npy (- for standard output).")
+              help="Where to write the output .npy (an .npz keyed by the output tensor names when the model "
+                   "has several outputs; - for standard output).")
 @_friendly
 def infer(model: Path, input_npy: Path, output_npy: Path) -> None:
     """Run any supported int8 .tflite through the generated C on this machine."""
     from microt_deploy.compiler.host_runner import infer_files
 
     result = infer_files(model, input_npy, output_npy)
+    what = ", ".join(f"{name if len(result) > 1 else ''} {a.dtype} {tuple(a.shape)}".strip()
+                     for name, a in result.items())
     if str(output_npy) == "-":  # the .npy went to stdout; the summary goes to stderr
-        console.print(f"wrote the output to stdout: {result.dtype} {tuple(result.shape)}", highlight=False)
+        console.print(f"wrote the output to stdout: {what}", highlight=False)
     else:
-        out.print(f"wrote {output_npy}: {result.dtype} {tuple(result.shape)}")
+        out.print(f"wrote {output_npy}: {what}")
 
 
 @main.command()
@@ -507,13 +511,30 @@ def infer(model: Path, input_npy: Path, output_npy: Path) -> None:
 @click.option("--project", "-p", "project_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Also bench this project's exported MicroT graphs (trunk, part head, rest).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write the table as JSON here.")
+              help="Write the results as JSON here (no JSON is written without it).")
+@click.option("--os/--no-os", "os_variant", default=True, show_default=True,
+              help="Also build each model at -Os (PlatformIO's default optimisation) and measure its "
+                   "instructions and flash beside the -O2 build.")
+@click.option("--cores", "cores_", is_flag=True,
+              help="Instead: the cores table (Cortex-M3/M4/M7/M33/M55 and rv32imc in QEMU): kernel path, "
+                   "bit-exact, instructions per inference and flash per model.")
 @_friendly
-def bench(models: str | None, project_dir: Path | None, json_path: Path | None) -> None:
+def bench(models: str | None, project_dir: Path | None, json_path: Path | None, cores_: bool = False,
+          os_variant: bool = True) -> None:
     """Flash, peak SRAM and instructions on the emulated Cortex-M4, against TFLM's anchors."""
     from microt_deploy.evaluate.bench import default_models, run_bench
 
     paths = [Path(m) for m in models.split(",")] if models else default_models()
+    if cores_:
+        from microt_deploy.evaluate.cores import run_cores
+
+        if project_dir is not None:
+            raise MicrotError("--cores benches model files only", "drop --project, or pass --models")
+        missing = [p for p in paths if not p.is_file()]
+        if missing:
+            raise MicrotError(f"no model at {missing[0]}", "pass existing .tflite files")
+        run_cores(paths, json_path, out)
+        return
     if project_dir is not None:
         from microt_deploy.pipeline import GRAPHS
         from microt_deploy.project import open_project
@@ -523,7 +544,7 @@ def bench(models: str | None, project_dir: Path | None, json_path: Path | None) 
         if not all(p.is_file() for p in graphs):
             raise MicrotError(f"no exported graphs in {export_dir}", "run `microt-deploy export` first")
         paths += graphs
-    run_bench(paths, json_path, out)
+    run_bench(paths, json_path, out, os_variant=os_variant)
 
 
 @main.command()

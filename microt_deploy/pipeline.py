@@ -125,13 +125,48 @@ def build(project_dir: Path, board_id: str | None, console: Console, *, pio: boo
             raise MicrotError(f"--pio is for the emulated board; {board.id} is always a PlatformIO project",
                               "drop --pio")
         options["pio"] = True
+    stack = stack_check(project, board, options)  # refused here, before anything is built
     # rendered and built in a staging folder: a failed build keeps the last good firmware/<board>/
     config, result = build_firmware(project.compiled_dir, board, fw_dir, options, offline=offline)
     console.print(_build_line(board, result), soft_wrap=True)
+    if stack:
+        console.print(stack, soft_wrap=True, highlight=False)
     if board.ram_bytes:
         console.print(f"feature store: {config.max_slots:,} samples of {config.slot_bytes} B "
                       "(train + calibration samples the device can hold)")
     return result
+
+
+def stack_check(project: Project, board: Board, options: dict[str, Any]) -> str:
+    """The stack line of `build`: the board's stack reserve and the graphs' stack high-water marks that
+    `microt-deploy bench --project` last measured (painted stack, Cortex-M4 -O2 bench image; kept per
+    graph file by evaluate.stack_marks). Refuses a reserve below the deepest measured graph. Not
+    counted: the app's own frames under the graph call (protocol, training, board layer: no measured
+    figure) and the interrupt frames; a graph never benched has no figure. "" for boards without
+    a stack reserve of ours (host, ESP32)."""
+    from microt_deploy.evaluate import stack_marks
+    from microt_deploy.firmware.render import DEFAULTS
+
+    if board.family not in ("cmsdk", "stm32"):
+        return ""
+    reserve = int(options.get("stack_bytes", DEFAULTS["stack_bytes"]))
+    marks = {g: stack_marks.lookup(project.export_dir / f"{g}.tflite") for g in GRAPHS
+             if (project.export_dir / f"{g}.tflite").is_file()}
+    known = {g: m["graph_stack_bytes"] for g, m in marks.items() if m and m.get("graph_stack_bytes") is not None}
+    if not known:
+        return (f"stack: reserve {reserve:,} B; the graphs' stack is not measured yet (`microt-deploy bench "
+                "--project` measures it)")
+    worst = max(known, key=known.get)
+    if known[worst] >= reserve:
+        raise MicrotError(f"the {worst} graph's kernels used {known[worst]:,} B of stack when benched, the "
+                          f"{board.id} firmware reserves {reserve:,} B",
+                          "shrink the kernels' stack scratch (MDT_DSP_MAX_K, MDT_DSP_DW_COLS) or reserve more "
+                          "(firmware option stack_bytes)")
+    figures = ", ".join(f"{g} {b:,} B" for g, b in known.items())
+    missing = [g for g, m in marks.items() if g not in known]
+    return (f"stack: reserve {reserve:,} B; measured high-water mark of the graphs (last bench, Cortex-M4 -O2): "
+            f"{figures}; {reserve - known[worst]:,} B left for the app's own frames and interrupts (not measured)"
+            + (f"; not benched: {', '.join(missing)}" if missing else ""))
 
 
 def _firmware_options(project: Project) -> dict[str, Any]:

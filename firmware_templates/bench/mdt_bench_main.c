@@ -8,6 +8,12 @@
  *   "T <count>"                one whole inference
  *   "L <graph> <layer> <count>" one layer (hooks enabled)
  *   "O <hex bytes>"            output 0 of the measured inference
+ *   "S <used> <base>"          stack high-water mark: bytes from the top of the stack to the deepest
+ *                              painted word the measured inference overwrote, and the stack depth at
+ *                              the graph's call (the graph's own use is used - base); only where
+ *                              the board's startup paints the stack (mdt_stack_paint, weak here)
+ *   "P <layer> <mask>"         with -DMDT_PATH_TRACE: the kernel paths (mdt_trace.h ids, a bit
+ *                              each) that ran in that layer of the profiled inference
  *   "E"                        end
  * then exits through the board layer. No heap; every buffer is static and bounded.
  */
@@ -15,15 +21,31 @@
 
 #include "bench_cfg.h"
 #include "mdt_board.h"
+#include "mdt_trace.h"
+
+/* The board startup's stack painting (cmsdk, stm32); absent elsewhere (weak: null). */
+extern void mdt_stack_paint(void) __attribute__((weak));
+extern uint32_t mdt_stack_used(void) __attribute__((weak));
+extern uint32_t _estack __attribute__((weak));
 
 static volatile uint32_t mdt_bench_profiling;
 static uint64_t mdt_bench_t0;
 static uint64_t mdt_bench_layer_counts[BENCH_MAX_LAYERS];
+#ifdef MDT_PATH_TRACE
+static uint32_t mdt_bench_path_t0[MDT_PATH_N];
+static uint32_t mdt_bench_layer_paths[BENCH_MAX_LAYERS];
+#endif
 
 static void mdt_bench_begin(int layer)
 {
     (void)layer;
     if (mdt_bench_profiling) {
+#ifdef MDT_PATH_TRACE
+        int i;
+        for (i = 0; i < MDT_PATH_N; i++) {
+            mdt_bench_path_t0[i] = mdt_path_count[i];
+        }
+#endif
         mdt_bench_t0 = mdt_board_counter();
     }
 }
@@ -32,6 +54,16 @@ static void mdt_bench_end(int layer)
 {
     if (mdt_bench_profiling && layer >= 0 && layer < BENCH_MAX_LAYERS) {
         mdt_bench_layer_counts[layer] = mdt_board_counter() - mdt_bench_t0;
+#ifdef MDT_PATH_TRACE
+        {
+            int i;
+            for (i = 0; i < MDT_PATH_N; i++) {
+                if (mdt_path_count[i] != mdt_bench_path_t0[i]) {
+                    mdt_bench_layer_paths[layer] |= 1u << i;
+                }
+            }
+        }
+#endif
     }
 }
 
@@ -75,16 +107,23 @@ int main(int argc, char **argv)
 {
     static const char hex[] = "0123456789abcdef";
     uint64_t t0, total;
-    uint32_t i;
+    uint32_t i, stack_used = 0u;
+    volatile uint32_t here = 0u; /* its address: the stack depth at the graph's call */
     int layer;
     mdt_board_init(argc, argv);
     load_input();
     BENCH_RUN(arena); /* warm-up */
     load_input();
+    if (mdt_stack_paint) {
+        mdt_stack_paint(); /* again: the high-water mark of the measured inference alone */
+    }
     mdt_board_counter_align();
     t0 = mdt_board_counter();
     BENCH_RUN(arena);
     total = mdt_board_counter() - t0;
+    if (mdt_stack_used) {
+        stack_used = mdt_stack_used();
+    }
     put("U ");
     put_u64(mdt_board_counter_unit());
     put("\nT ");
@@ -98,6 +137,13 @@ int main(int argc, char **argv)
         mdt_board_write((const uint8_t *)pair, 2u);
     }
     put("\n");
+    if (mdt_stack_used && &_estack) {
+        put("S ");
+        put_u64(stack_used);
+        put(" ");
+        put_u64((uint64_t)((uintptr_t)&_estack - (uintptr_t)&here));
+        put("\n");
+    }
     load_input();
     mdt_bench_profiling = 1u;
     mdt_board_counter_align();
@@ -110,6 +156,15 @@ int main(int argc, char **argv)
         put_u64(mdt_bench_layer_counts[layer]);
         put("\n");
     }
+#ifdef MDT_PATH_TRACE
+    for (layer = 0; layer < BENCH_NUM_LAYERS && layer < BENCH_MAX_LAYERS; layer++) {
+        put("P ");
+        put_u64((uint64_t)layer);
+        put(" ");
+        put_u64(mdt_bench_layer_paths[layer]);
+        put("\n");
+    }
+#endif
     put("E\n");
     mdt_board_exit(0);
     return 0;

@@ -23,6 +23,7 @@ void mdt_add(const mdt_add_params *p, const int8_t *input1, const int8_t *input2
         return;
     }
 #endif
+    MDT_PATH(MDT_PATH_ADD_REF);
     for (i0 = 0; i0 < p->dims[0]; ++i0) {
         for (i1 = 0; i1 < p->dims[1]; ++i1) {
             for (i2 = 0; i2 < p->dims[2]; ++i2) {

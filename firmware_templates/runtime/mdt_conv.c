@@ -15,6 +15,7 @@ void mdt_conv2d(const mdt_conv_params *p, const int8_t *input, int8_t *output)
         return;
     }
 #endif
+    MDT_PATH(MDT_PATH_CONV_REF);
     for (b = 0; b < p->batches; ++b) {
         const int8_t *in_b = input + b * in_img;
         for (oy = 0; oy < p->out_h; ++oy) {
@@ -68,6 +69,7 @@ void mdt_depthwise_conv2d(const mdt_dwconv_params *p, const int8_t *input, int8_
         return;
     }
 #endif
+    MDT_PATH(MDT_PATH_DW_REF);
     for (b = 0; b < p->batches; ++b) {
         const int8_t *in_b = input + b * in_img;
         for (oy = 0; oy < p->out_h; ++oy) {

@@ -1030,6 +1030,7 @@ static int conv_nat(const mdt_conv_params *p, const int8_t *input, int8_t *outpu
         per_chunk < 1) {
         return 0;
     }
+    MDT_PATH(MDT_PATH_CONV_NAT);
     for (g = 0; g < PIX * NAT_SLOT_HALF; ++g) {
         cols[g] = 0; /* the last group's positions past the depth stay 0 */
     }
@@ -1111,6 +1112,7 @@ int mdt_conv2d_dsp(const mdt_conv_params *p, const int8_t *input, int8_t *output
     if (!words && conv_nat(p, input, output)) {
         return 1;
     }
+    MDT_PATH(words ? MDT_PATH_CONV_WORDS : MDT_PATH_CONV_BYTES);
     /* channels in chunks of CHUNK_OC, each over all pixels (the im2col is redone per chunk: cheap
      * next to the chunk's MACs) */
     for (oc0 = 0; oc0 < p->out_c; oc0 += CHUNK_OC) {
@@ -1159,6 +1161,7 @@ int mdt_depthwise_conv2d_dsp(const mdt_dwconv_params *p, const int8_t *input, in
     if (p->depth_multiplier != 1 || (C % 4) != 0 || !multipliers_ok(mult, p->out_c)) {
         return 0;
     }
+    MDT_PATH(MDT_PATH_DW_GENERAL);
     for (b = 0; b < p->batches; ++b) {
         const int8_t *in_b = input + b * in_h * in_w * C;
         for (oy = 0; oy < out_h; ++oy) {

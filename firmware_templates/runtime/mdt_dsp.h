@@ -1,8 +1,13 @@
 /*
  * mdt_dsp.h - Cortex-M4/M7 DSP-extension fast paths of the int8 kernels (internal to the runtime).
  *
- * Built only where the compiler targets the DSP extension (__ARM_FEATURE_DSP) and MDT_NO_DSP is not
- * defined; elsewhere MDT_DSP is 0 and the portable kernels run alone. Each fast path returns 1 when
+ * Built only where the compiler targets what they really use and MDT_NO_DSP is not defined: the
+ * DSP extension's instructions (SMLAD, SMLABB/TT, SADD16, SSAT, PKHBT/TB: __ARM_FEATURE_DSP) and the
+ * ARMv6 SIMD ones (SXTB16, SXTAB16: __ARM_FEATURE_SIMD32), in Thumb-2 inline assembly (post-indexed
+ * LDR / LDRD, IT blocks, r0-r12 and lr: __thumb2__) that loads words from unaligned addresses
+ * (__ARM_FEATURE_UNALIGNED; gcc leaves it undefined under -mno-unaligned-access). That is Cortex-M4,
+ * M7, M33 / M35P with the DSP extension and M55 / M85; elsewhere (M0 / M0+ / M23, M3, an M33 built
+ * +nodsp, RISC-V, the host) MDT_DSP is 0 and the portable kernels run alone. Each fast path returns 1 when
  * it handled the layer and 0 when the layer's shape is outside what it covers (the caller then runs
  * the portable kernel): both give the same bytes as TFLite's reference kernels.
  */
@@ -10,8 +15,10 @@
 #define MDT_DSP_H
 
 #include "mdt_runtime.h"
+#include "mdt_trace.h"
 
-#if defined(__ARM_FEATURE_DSP) && !defined(MDT_NO_DSP)
+#if defined(__ARM_FEATURE_DSP) && defined(__ARM_FEATURE_SIMD32) && defined(__thumb2__) && \
+    defined(__ARM_FEATURE_UNALIGNED) && !defined(MDT_NO_DSP)
 #define MDT_DSP 1
 #else
 #define MDT_DSP 0

@@ -59,6 +59,7 @@ int mdt_add_dsp(const mdt_add_params *p, const int8_t *input1, const int8_t *inp
     if (n < ADD_MIN_ELEMS || !mdt_rqf_ok(p->output_multiplier, p->output_shift)) {
         return 0;
     }
+    MDT_PATH(MDT_PATH_ADD_DSP);
     table(t1, p->input1_offset, p->left_shift, p->input1_multiplier, p->input1_shift);
     table(t2, p->input2_offset, p->left_shift, p->input2_multiplier, p->input2_shift);
     r = mdt_rqf_make(p->output_multiplier, p->output_shift, p->output_offset);

@@ -503,6 +503,7 @@ static void ref_channel(const mdt_conv_params *p, const int8_t *in_b, int32_t oc
     const int32_t depth = p->k_h * p->k_w * p->in_c;
     int8_t col[16];
     int32_t pix, i;
+    MDT_PATH(MDT_PATH_SMALL_REFCHAN);
     for (pix = 0; pix < p->out_h * p->out_w; ++pix) {
         int32_t acc = p->bias ? p->bias[oc] : 0;
         gather(col, depth, in_b, pix / p->out_w, pix % p->out_w, p);
@@ -596,6 +597,7 @@ int mdt_conv2d_small_dsp(const mdt_conv_params *p, const int8_t *input, int8_t *
         p->output_offset > 128) {
         return 0;
     }
+    MDT_PATH(MDT_PATH_CONV_SMALL);
     small_conv(p, input, output, depth);
     return 1;
 }

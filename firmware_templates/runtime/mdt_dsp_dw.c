@@ -1035,8 +1035,10 @@ int mdt_dw3x3_dsp(const mdt_dwconv_params *p, const int8_t *input, int8_t *outpu
     }
     fast = dw_all_fast(p);
     if (fast && out_h * out_w <= DW_DIRECT_MAX && dw_direct_layer(p, input, output, buf, x.acc)) {
+        MDT_PATH(MDT_PATH_DW3_DIRECT);
         return 1;
     }
+    MDT_PATH(fast ? MDT_PATH_DW3_BAND : MDT_PATH_DW3_C);
     {
         /* the padding columns of the rows in use: zero for the whole call (the transposes only
          * write the others) */

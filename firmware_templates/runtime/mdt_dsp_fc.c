@@ -101,6 +101,7 @@ int mdt_fc_rows3_dsp(const mdt_fc_params *p, const int8_t *input, int8_t *output
     if (D > MDT_DSP_MAX_K || n4 < 1) {
         return 0;
     }
+    MDT_PATH(MDT_PATH_FC_DSP);
     for (b = 0; b < p->batches; ++b) {
         const int8_t *x = input + b * D;
         int32_t g;

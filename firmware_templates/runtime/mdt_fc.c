@@ -12,6 +12,7 @@ void mdt_fully_connected(const mdt_fc_params *p, const int8_t *input, int8_t *ou
         return;
     }
 #endif
+    MDT_PATH(MDT_PATH_FC_REF);
     for (b = 0; b < p->batches; ++b) {
         const int8_t *x = input + b * p->in_depth;
         for (o = 0; o < p->out_depth; ++o) {

@@ -32,6 +32,7 @@ static void add_chunk(const mdt_add_params *a, const int32_t *t_conv, const int3
     if (mdt_rqf_ok(a->output_multiplier, a->output_shift)) {
         const mdt_rqf r = mdt_rqf_make(a->output_multiplier, a->output_shift, a->output_offset);
         const int64_t k = mdt_rqf_k(&r);
+        MDT_PATH(MDT_PATH_FUSED_ADD_DSP);
         for (j = 0; j < n; ++j) {
             const int32_t s = mdt_wrap_add(t_conv[conv[j]], t_skip[skip[j]]);
             out[j] = (int8_t)mdt_rqf_clamp(mdt_rqf_apply(k, r.m, r.sh, s) + r.post, 0, a->act_min, a->act_max);

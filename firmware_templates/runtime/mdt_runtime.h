@@ -14,6 +14,20 @@
 extern "C" {
 #endif
 
+/* Alignment of the generated constant arrays (weights, biases, multipliers, tables): the DSP fast
+ * paths read weights as 32-bit words (LDR; LDRD, which faults on an unaligned address), and gcc gives
+ * an int8 array 1-byte alignment at -Os. codegen.py writes MDT_ALIGN(MDT_CONST_ALIGN) on each. */
+#ifndef MDT_CONST_ALIGN
+#define MDT_CONST_ALIGN 4
+#endif
+#ifndef MDT_ALIGN
+#if defined(__GNUC__) || defined(__clang__)
+#define MDT_ALIGN(n) __attribute__((aligned(n)))
+#else
+#define MDT_ALIGN(n)
+#endif
+#endif
+
 /* Fused activations are folded into [act_min, act_max] at compile time. */
 
 typedef struct {
@@ -64,9 +78,9 @@ typedef struct {
 } mdt_pool_params;
 
 /* MEAN over H and W of an NHWC tensor; the path mirrors the one TFLite's reference picks. */
-/* MDT_MEAN_SAME_QUANT: truncating integer mean (input and output params equal);
- * MDT_MEAN_FOLD: 1/count folded into the multiplier at compile time (TF 2.19's reference takes
- * this path whenever the parameters differ, keep_dims or not). */
+/* MDT_MEAN_FOLD: 1/count folded into the multiplier at compile time (TF 2.19's reference takes
+ * this path for every int8 MEAN, keep_dims or not, equal parameters or not: the compiler emits only
+ * it); MDT_MEAN_SAME_QUANT: the truncating integer mean of older releases. Other axes: mdt_reduce. */
 enum { MDT_MEAN_SAME_QUANT = 1, MDT_MEAN_FOLD = 2 };
 typedef struct {
     int32_t batches, in_h, in_w, channels, mode;

@@ -45,6 +45,14 @@ typedef struct {
     const int32_t *ys, *xs;
 } mdt_resize_params;
 
+/* MEAN / SUM over any axes (mdt_reduce.c): out_dims are the kept dims (reduced ones 1), red_dims the
+ * reduced dims (kept ones 1), both rank 4 with leading 1s; strides are the input's element strides. */
+typedef struct {
+    int32_t out_dims[4], red_dims[4], strides[4];
+    int32_t count, input_zero_point, output_zero_point, multiplier, shift;
+} mdt_reduce_params;
+
+void mdt_reduce(const mdt_reduce_params *p, const int8_t *input, int8_t *output);
 void mdt_mul(const mdt_mul_params *p, const int8_t *input1, const int8_t *input2, int8_t *output);
 void mdt_lookup(const mdt_lut_params *p, const int8_t *input, int8_t *output);
 /* input / output point at 4-byte aligned float32 data inside the arena */

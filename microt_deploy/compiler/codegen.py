@@ -15,7 +15,17 @@ from ..errors import MicrotError
 from .fuse import FUSED_KERNEL, apply_fusions, choose_fusions, fusion_candidates, scratch_bytes
 from .ir import Graph
 from .ops import Layer, Ref, lower_op
-from .planner import ALIGN, ELEMENTWISE_INPLACE, ROW_KERNELS, Buffer, align, conv_row_inplace, place_best, span
+from .planner import (
+    ALIGN,
+    ELEMENTWISE_INPLACE,
+    ROW_KERNELS,
+    Buffer,
+    align,
+    check_plan,
+    conv_row_inplace,
+    place_best,
+    span,
+)
 from .reader import read_model
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -322,7 +332,8 @@ def _c_array(name: str, ctype: str, values: np.ndarray) -> str:
     flat = [str(int(v)) for v in np.asarray(values).reshape(-1)]
     rows = [", ".join(flat[i:i + 24]) for i in range(0, len(flat), 24)] or ["0"]
     body = ",\n    ".join(rows)
-    return f"static const {ctype} {name}[{max(len(flat), 1)}] = {{\n    {body}\n}};\n"
+    # MDT_ALIGN (mdt_runtime.h): the DSP kernels read weights as words (LDR / LDRD), also at -Os
+    return f"static const {ctype} {name}[{max(len(flat), 1)}] MDT_ALIGN(MDT_CONST_ALIGN) = {{\n    {body}\n}};\n"
 
 
 def _c_value(v, layer_name: str) -> str:
@@ -455,6 +466,7 @@ def compile_program(graphs: list[GraphSpec], out_dir: str | Path, header_name: s
         "buffers": [{"id": b.id, "offset": b.offset, "size": b.size, "first": b.first, "last": b.last,
                      "tensors": b.tensors} for b in buffers],
     }
+    check_plan(plan)  # no two live tensors share bytes: an error on every compile, not an assert
     out = Path(out_dir)
     atomic.write_text(out / f"{header_name}.h", "\n".join(header) + "\n")
     atomic.write_text(out / f"{header_name}.c", "\n".join(source))

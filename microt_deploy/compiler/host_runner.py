@@ -95,8 +95,9 @@ def build_host_binary(tflite_path: str | Path, sanitize: bool | None = None) -> 
 
 def _batch(graph, inputs: list[np.ndarray]) -> int:
     if len(inputs) != len(graph.inputs):
-        raise MicrotError(f"the model has {len(graph.inputs)} input(s) but {len(inputs)} array(s) were given",
-                          "pass one array per model input")
+        names = ", ".join(graph.t(i).name for i in graph.inputs)
+        raise MicrotError(f"the model has {len(graph.inputs)} input(s) ({names}) but {len(inputs)} array(s) "
+                          "were given", "pass one array per model input (infer: an .npz keyed by the input names)")
     batch = None
     for i, (idx, x) in enumerate(zip(graph.inputs, inputs, strict=True)):
         t = graph.t(idx)
@@ -160,28 +161,52 @@ def run_model(tflite_path: str | Path, inputs: list[np.ndarray], sanitize: bool 
     return results
 
 
-def infer_files(model: str | Path, input_npy: str | Path, output_npy: str | Path) -> np.ndarray:
-    """`microt-deploy infer`: run the single-input model on an .npy (int8, or float32 for float-input
-    models), write the output .npy atomically (``-``: to standard output). An output path that is a
-    link, device, FIFO, socket or folder is refused before anything runs."""
-    to_stdout = str(output_npy) == "-"
-    fix = "name a new or regular .npy file, or - for standard output"
-    if not to_stdout:
-        atomic.check_file_target(Path(output_npy), fix)
+def _load_inputs(model: str | Path, input_path: str | Path) -> list[np.ndarray]:
+    """An .npy (a single-input model) or an .npz keyed by the model's input tensor names."""
     try:
-        x = np.load(input_npy, allow_pickle=False)
+        loaded = np.load(input_path, allow_pickle=False)
     except (OSError, ValueError) as exc:
-        raise MicrotError(f"cannot read {input_npy} as a .npy array ({exc})", "pass a file written by numpy.save") \
-            from exc
-    outputs = run_model(model, [x])
-    if len(outputs) != 1:
-        raise MicrotError(f"the model has {len(outputs)} outputs; infer writes one .npy",
-                          "use microt_deploy.compiler.host_runner.run_model for multi-output models")
+        raise MicrotError(f"cannot read {input_path} as a .npy or .npz array ({exc})",
+                          "pass a file written by numpy.save or numpy.savez") from exc
+    if isinstance(loaded, np.ndarray):
+        return [loaded]  # run_model refuses it for a model of several inputs
+    with loaded:
+        graph = read_model(model)
+        names = [graph.t(i).name for i in graph.inputs]
+        keys = list(loaded.files)
+        if len(names) == 1 and len(keys) == 1:
+            return [loaded[keys[0]]]
+        missing = [n for n in names if n not in keys]
+        if missing:
+            raise MicrotError(f"{input_path} has no array for input(s) {', '.join(repr(n) for n in missing)} "
+                              f"(it holds {', '.join(repr(k) for k in keys) or 'nothing'})",
+                              f"key the .npz by the model's input names: {', '.join(names)}")
+        return [loaded[n] for n in names]
+
+
+def infer_files(model: str | Path, input_path: str | Path, output_path: str | Path) -> dict[str, np.ndarray]:
+    """`microt-deploy infer`: run the model on an .npy (a single-input model) or an .npz keyed by the
+    input tensor names (int8, or float32 for a float-input model), and write the outputs: one .npy for
+    a single-output model, an .npz keyed by the output tensor names when there are several (or when the
+    output path ends in .npz); atomically, or to standard output (``-``). Returns {name: array} (for a
+    single output written as .npy, {"output": array}). An output path that is a link, device, FIFO,
+    socket or folder is refused before anything runs."""
+    to_stdout = str(output_path) == "-"
+    fix = "name a new or regular .npy / .npz file, or - for standard output"
+    if not to_stdout:
+        atomic.check_file_target(Path(output_path), fix)
+    outputs = run_model(model, _load_inputs(model, input_path))
     buf = io.BytesIO()
-    np.save(buf, outputs[0])
+    if len(outputs) > 1 or str(output_path).endswith(".npz"):
+        graph = read_model(model)
+        result = dict(zip((graph.t(i).name for i in graph.outputs), outputs, strict=True))
+        np.savez(buf, **result)
+    else:
+        result = {"output": outputs[0]}
+        np.save(buf, outputs[0])
     if to_stdout:
         sys.stdout.buffer.write(buf.getvalue())
         sys.stdout.buffer.flush()
     else:
-        atomic.write_bytes(Path(output_npy), buf.getvalue(), fix=fix)
-    return outputs[0]
+        atomic.write_bytes(Path(output_path), buf.getvalue(), fix=fix)
+    return result

@@ -67,6 +67,7 @@ class Graph:
         return self.tensors[index]
 
     def describe(self, op: Op) -> str:
-        """How error messages name an op: its index, builtin name and output tensor."""
-        out = self.tensors[op.outputs[0]].name if op.outputs else "?"
-        return f"op {op.index} {op.code} (output '{out}')"
+        """How error messages name an op: its index, builtin name, output tensor and options."""
+        out = self.tensors[op.outputs[0]].name if op.outputs and op.outputs[0] >= 0 else "?"
+        opts = ", ".join(f"{k}={v}" for k, v in op.options.items())
+        return f"op {op.index} {op.code} (output '{out}', options {{{opts}}})"

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..errors import MicrotError
+
 ALIGN = 16
 
 
@@ -83,25 +85,44 @@ def span(in_size: int, out_size: int, delta: int) -> int:
     return max(in_size, delta + out_size) - min(0, delta)
 
 
+def _range(off: int, size: int) -> str:
+    return f"[{off}, {off + size})"
+
+
 def check_plan(plan: dict) -> None:
-    """Raise AssertionError unless no two tensors live at the same step share bytes, except an alias
-    (same bytes: RESHAPE, bound graph inputs) or a declared in-place pair at the step it runs."""
+    """Refuse (MicrotError) a plan in which two tensors live at the same step share bytes, except an
+    alias (same bytes: RESHAPE, bound graph inputs) or a declared in-place pair at the step it runs,
+    or in which a layer's scratch shares bytes with a tensor live at that layer's step. Runs on every
+    compile (codegen.compile_program), also under `python -O`: a plan that breaks it would make the
+    generated C overwrite a live tensor, so it is a compiler bug, reported before any C is written."""
     tensors = plan["tensors"]
     pairs = {(la["inplace"]["input"], la["output_key"], la["step"])
              for g in plan["graphs"] for la in g["layers"] if la.get("inplace")}
     # every layer's scratch (row-wise in-place convs, fused conv+ADD chunks) is private at its step
     scratch = [(la["scratch"]["offset"], la["scratch"]["size"], la["step"])
                for g in plan["graphs"] for la in g["layers"] if la.get("scratch")]
-    for i, a in enumerate(tensors):
-        for b in tensors[i + 1:]:
+    fix = "this is a compiler bug: report it with the model attached"
+    # sweep by offset: only tensors whose byte ranges can meet are compared
+    order = sorted(tensors, key=lambda t: (t["offset"], t["offset"] + t["size"]))
+    for i, a in enumerate(order):
+        for b in order[i + 1:]:
+            if b["offset"] >= a["offset"] + a["size"]:
+                break
             live = a["first"] <= b["last"] and b["first"] <= a["last"]
             apart = a["offset"] + a["size"] <= b["offset"] or b["offset"] + b["size"] <= a["offset"]
             if not live or apart or (a["offset"], a["size"]) == (b["offset"], b["size"]):
                 continue
             ok = any({x, y} == {a["key"], b["key"]} and step == min(a["last"], b["last"])
                      == max(a["first"], b["first"]) for x, y, step in pairs)
-            assert ok, f"tensors {a['key']} and {b['key']} overlap while both live"
+            if not ok:
+                raise MicrotError(
+                    f"memory plan error: tensors {a['key']} (arena bytes {_range(a['offset'], a['size'])}, steps "
+                    f"{a['first']}..{a['last']}) and {b['key']} (bytes {_range(b['offset'], b['size'])}, steps "
+                    f"{b['first']}..{b['last']}) overlap while both live", fix)
+    for a in tensors:
         for off, size, step in scratch:
-            if a["first"] <= step <= a["last"]:
-                assert off + size <= a["offset"] or a["offset"] + a["size"] <= off, \
-                    f"scratch at step {step} overlaps {a['key']}"
+            if a["first"] <= step <= a["last"] and not (off + size <= a["offset"] or a["offset"] + a["size"] <= off):
+                raise MicrotError(
+                    f"memory plan error: the scratch of step {step} (arena bytes {_range(off, size)}) overlaps "
+                    f"tensor {a['key']} (bytes {_range(a['offset'], a['size'])}, live at steps "
+                    f"{a['first']}..{a['last']})", fix)

@@ -10,12 +10,8 @@ import tflite
 
 from ..errors import MicrotError
 from .ir import Graph, Op, Tensor
+from .supported import SUPPORTED_OPS, unsupported_op_message
 
-SUPPORTED_OPS = (
-    "ADD", "AVERAGE_POOL_2D", "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2D", "DEQUANTIZE",
-    "FULLY_CONNECTED", "HARD_SWISH", "LOGISTIC", "MAX_POOL_2D", "MEAN", "MUL", "PAD", "PADV2", "QUANTIZE",
-    "RELU", "RELU6", "RELU_N1_TO_1", "RESHAPE", "RESIZE_NEAREST_NEIGHBOR", "SOFTMAX", "SQUEEZE", "TRANSPOSE",
-)
 # The only places a float32 activation may appear: the input of a QUANTIZE, the output of a DEQUANTIZE.
 FLOAT_BOUNDARY = {("QUANTIZE", "input"), ("DEQUANTIZE", "output")}
 REEXPORT_HINT = (
@@ -128,15 +124,45 @@ _OPTION_CLASSES = {
     "CONV_2D": tflite.Conv2DOptions, "DEPTHWISE_CONV_2D": tflite.DepthwiseConv2DOptions,
     "FULLY_CONNECTED": tflite.FullyConnectedOptions, "ADD": tflite.AddOptions,
     "AVERAGE_POOL_2D": tflite.Pool2DOptions, "MAX_POOL_2D": tflite.Pool2DOptions,
-    "MEAN": tflite.ReducerOptions, "SOFTMAX": tflite.SoftmaxOptions, "MUL": tflite.MulOptions,
+    "MEAN": tflite.ReducerOptions, "SUM": tflite.ReducerOptions, "SOFTMAX": tflite.SoftmaxOptions,
+    "MUL": tflite.MulOptions,
     "CONCATENATION": tflite.ConcatenationOptions,
     "RESIZE_NEAREST_NEIGHBOR": tflite.ResizeNearestNeighborOptions,
 }
 
 
+_OPTION_TYPE_NAMES = {v: k for k, v in vars(tflite.BuiltinOptions).items() if not k.startswith("_")}
+
+
+def _generic_options(raw, table) -> dict:
+    """The scalar fields of any builtin options table (for naming an unsupported op's options)."""
+    cls = getattr(tflite, _OPTION_TYPE_NAMES.get(raw.BuiltinOptionsType(), ""), None)
+    if cls is None or table is None:
+        return {}
+    o = cls()
+    o.Init(table.Bytes, table.Pos)
+    out: dict = {}
+    for attr in sorted(vars(cls)):
+        if not attr[:1].isupper() or attr.startswith(("Init", "GetRoot")) or \
+                attr.endswith(("AsNumpy", "Length", "IsNone", "BufferHasIdentifier")):
+            continue
+        try:
+            value = getattr(o, attr)()
+        except TypeError:  # a vector accessor (takes an index)
+            continue
+        if isinstance(value, bool | int | float):
+            out[attr[0].lower() + "".join(c if c.islower() else "_" + c.lower() for c in attr[1:])] = value
+    return out
+
+
 def _options(raw, code: str) -> dict:
     cls = _OPTION_CLASSES.get(code)
     table = raw.BuiltinOptions()
+    if cls is None and code not in SUPPORTED_OPS:
+        try:
+            return _generic_options(raw, table)
+        except Exception:  # noqa: BLE001 - naming the options is a courtesy; the refusal still comes
+            return {}
     if cls is None or table is None:
         return {}
     o = cls()
@@ -154,7 +180,7 @@ def _options(raw, code: str) -> dict:
                    filter_h=o.FilterHeight(), filter_w=o.FilterWidth())
     elif code == "FULLY_CONNECTED":
         out.update(weights_format=o.WeightsFormat(), keep_num_dims=bool(o.KeepNumDims()))
-    elif code == "MEAN":
+    elif code in ("MEAN", "SUM"):
         out["keep_dims"] = bool(o.KeepDims())
     elif code == "SOFTMAX":
         out["beta"] = float(o.Beta())
@@ -174,11 +200,7 @@ def validate(graph: Graph) -> None:
         raise MicrotError(f"{graph.name} is a float-only model (no int8 activations)", REEXPORT_HINT)
     for op in graph.ops:
         if op.code not in SUPPORTED_OPS:
-            raise MicrotError(
-                f"{graph.describe(op)} is not supported by the compiler",
-                f"supported ops are {', '.join(SUPPORTED_OPS)}; re-export the model without it "
-                "(e.g. use RELU/RELU6/LOGISTIC instead of TANH, pooling instead of other reductions)",
-            )
+            raise MicrotError(*unsupported_op_message(graph.describe(op)))
         for role, idx in [("input", i) for i in op.inputs] + [("output", o) for o in op.outputs]:
             if idx < 0:
                 continue

@@ -11,22 +11,11 @@ from typing import Any
 import numpy as np
 import tflite
 
+from microt_deploy.compiler.supported import SUPPORTED_OPS as _COMPILER_OPS
 from microt_deploy.errors import MicrotError
 
-# What the generated-C runtime implements; anything else is rejected at export time.
-SUPPORTED_OPS = frozenset(
-    {
-        "CONV_2D",
-        "DEPTHWISE_CONV_2D",
-        "ADD",
-        "PAD",
-        "MEAN",
-        "RESHAPE",
-        "FULLY_CONNECTED",
-        "AVERAGE_POOL_2D",
-        "QUANTIZE",
-    }
-)
+# What the compiler runs: the one list (microt_deploy/compiler/supported.py, docs/ops.md).
+SUPPORTED_OPS = frozenset(_COMPILER_OPS)
 
 _OP_NAMES = {v: k for k, v in vars(tflite.BuiltinOperator).items() if not k.startswith("_")}
 _TYPE_NAMES = {v: k for k, v in vars(tflite.TensorType).items() if not k.startswith("_")}
@@ -77,13 +66,13 @@ def io_info(data: bytes) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
 
 
 def check_ops(name: str, data: bytes) -> list[str]:
-    """Return the op list, raising when an op is outside what the firmware runtime implements."""
+    """Return the op list, refusing (with the compiler's own one-line message: the op, its index, its
+    options and the fix) any op or option the compiler does not run, so export fails where compile would."""
     ops = op_names(data)
-    unsupported = sorted(set(ops) - SUPPORTED_OPS)
-    if unsupported:
-        raise MicrotError(
-            f"the exported {name} graph contains {', '.join(unsupported)}, which the firmware does not implement",
-            "use plain conv / depthwise / add / pooling layers in the model (no transposes or activations "
-            "other than ReLU6)",
-        )
+    from microt_deploy.compiler import read_model  # the very list and per-op checks compile applies
+
+    try:
+        read_model(data, name=name)
+    except MicrotError as err:
+        raise MicrotError(f"the exported {name} graph: {err.problem}", err.fix) from err
     return ops

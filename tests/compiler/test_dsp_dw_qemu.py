@@ -11,7 +11,7 @@ import pytest
 from microt_deploy.compiler import GraphSpec, compile_program
 
 from .op_cases import _act
-from .test_dsp_qemu import _run, run_bit_exact
+from .test_dsp_qemu import _run, assert_paths, run_bit_exact
 from .tflite_models import convert, reference, tf, weights
 
 
@@ -107,13 +107,30 @@ DW_CASES["dw_mixed_scales_s1"] = (mixed_dw, (6, 7, 12, 1, False))
 DW_CASES["dw_mixed_scales_s2"] = (mixed_dw, (8, 9, 12, 2, False))
 DW_CASES["dw_huge_bias"] = (mixed_dw, (5, 6, 12, 1, True))
 
+# The depthwise paths each case's layers take (runtime/mdt_trace.h): dw3_band the asm bands over
+# transposed rows (channels a multiple of 4, every channel within the asm requantisation), dw3_c the
+# C group loop (other channel counts, clamped ranges, channels outside the asm requantisation),
+# dw3_direct small outputs (every row-wise call here). No case may fall to dw_ref.
+_BAND_DIRECT, _C, _C_DIRECT = {"dw3_band", "dw3_direct"}, {"dw3_c"}, {"dw3_c", "dw3_direct"}
+DW_PATHS = {
+    "dw_w5_c64_s1": _BAND_DIRECT, "dw_w6_c12_s1_relu6": _BAND_DIRECT, "dw_w3_c20_s1": _BAND_DIRECT,
+    "dw_w1_c8_s1": _BAND_DIRECT, "dw_w2_c7_s2": _C, "dw_w9_c3_s1_valid": _C, "dw_w7_c9_s2_valid": _C,
+    "dw_w6_c16_s2_same": _BAND_DIRECT, "dw_w13_c5_s2_same_odd": _C, "dw_w3_c24_s2_same": _BAND_DIRECT,
+    "dw_direct_s2_valid": {"dw3_direct"}, "dw_direct_s1_valid": {"dw3_direct"},
+    "dw_direct_4x4_s1": {"dw3_direct"}, "dw_direct_2x2_s2_relu6": {"dw3_direct"},
+    "dw_w30_c8_s1_chunks": {"dw3_band"}, "dw_w100_c4_s1_bands": {"dw3_band"}, "dw_w50_c8_s2_bands": {"dw3_band"},
+    "dw_w50_c6_s2_bands": _C, "dw_clamp_relu6_s1": _C, "dw_clamp_relu_s2": _C,
+    "dw_mixed_scales_s1": _C_DIRECT, "dw_mixed_scales_s2": _C_DIRECT, "dw_huge_bias": _C_DIRECT,
+}
+
 
 @pytest.mark.parametrize("name", sorted(DW_CASES))
 def test_dw_fast_path_bit_exact_in_qemu(name, model_dir, tmp_path):
     recipe, args = DW_CASES[name]
     fn, shapes = recipe(name, *args)
     path = convert(fn, shapes, model_dir, name)
-    run_bit_exact(path, tmp_path, seed=len(name) + 3)
+    run = run_bit_exact(path, tmp_path, seed=len(name) + 3)
+    assert_paths(run, DW_PATHS[name], name, only=("dw",))
     # at least one depthwise layer ran whole (not one row per call)
     assert "mdt_depthwise_conv2d(" in (tmp_path / "c" / "mdt_model.c").read_text()
 
@@ -138,3 +155,5 @@ def test_dw_row_wise_bit_exact_in_qemu(model_dir, tmp_path):
     expected = reference(path, [x])[0].reshape(-1)
     assert np.array_equal(run.output, expected), f"{int(np.count_nonzero(run.output != expected))} bytes differ"
     assert any(row_wise), plan["graphs"][0]["layers"]
+    dw_layers = [i for i, la in enumerate(plan["graphs"][0]["layers"]) if la["op"] == "DEPTHWISE_CONV_2D"]
+    assert all(run.paths[i] == {"dw3_direct"} for i in dw_layers), run.paths  # one output row per call

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from .op_cases import _act, conv, dense, depthwise
-from .test_dsp_qemu import _run, run_bit_exact
+from .test_dsp_qemu import _run, assert_paths, ran, run_bit_exact
 from .tflite_models import convert, reference, tf, weights
 
 # (h, w, channels, depth multiplier, kernel, stride, padding, dilation, activation). Channel counts
@@ -28,10 +28,10 @@ FAST_CASES = {
     "fast_dw_c4_bands_s2": (depthwise, (14, 100, 4, 1, 3, 2, "SAME", 1, "none")),
     "fast_dw_k5_general": (depthwise, (8, 8, 8, 1, 5, 1, "SAME", 1, "none")),
     "fast_dw_mult3_general": (depthwise, (6, 6, 3, 3, 3, 2, "SAME", 1, "relu")),
-    # conv: in_c 3 (byte im2col, interior rows copied by words, depth 27 = 6 groups + tail 3) at
-    # stride 2; 24 / 28 / 15 / 11 output pixels leave passes of 6 / 4 / 3 / 5 (the 6-pixel core, one
-    # unused) after those of 6 (1 and 2 are in test_dsp_qemu.py); depth 1 and depth 8 take the
-    # small-depth path, 36 and 20 the general one
+    # conv: in_c 3 at stride 2 (depth 27 = 6 groups + tail 3; conv_nat's rows widened once, the byte
+    # im2col is fast_nat_c3_dil2_bytes); 24 / 28 / 15 / 11 output pixels leave passes of 6 / 4 / 3 / 5
+    # (the 6-pixel core, one unused) after those of 6 (1 and 2 are in test_dsp_qemu.py); depth 1 and
+    # depth 8 take the small-depth path, 36 and 20 the general one (im2col by words)
     "fast_conv_c3_s2_same": (conv, (11, 9, 3, 8, 3, 2, "SAME", 1, "relu6")),
     "fast_conv_w11_rem5": (conv, (1, 11, 20, 6, 1, 1, "SAME", 1, "none")),
     "fast_conv_c5_w6_valid": (conv, (6, 8, 5, 7, 3, 1, "VALID", 1, "none")),
@@ -42,7 +42,9 @@ FAST_CASES = {
 
 def mixed_scales(name, h, w, cin, cout):
     """1x1 conv whose channels span per-channel scales: one all-zero channel (multiplier 0), tiny ones
-    (right shifts past 23: the offset added after the shift) and large ones next to the ordinary."""
+    (right shifts past 23: the offset added after the shift) and large ones next to the ordinary. Over
+    20 input channels: the general path's requantisation (depth 8 would take the small-depth path,
+    whose scales are test_dsp_small_qemu.py's)."""
     wt = weights(name, (1, 1, cin, cout))
     wt[..., 0] = 0.0
     wt[..., 1] *= 1e-5
@@ -69,7 +71,7 @@ def residual_add(name, h, w, c, act, broadcast):
     return fn, [(1, h, w, c)]
 
 
-FAST_CASES["fast_conv_mixed_scales"] = (mixed_scales, (4, 5, 8, 6))
+FAST_CASES["fast_conv_mixed_scales"] = (mixed_scales, (4, 5, 20, 6))
 # few input channels (conv_nat: rows widened once per output row, natural int16 pairs): in_c 1 with a
 # 5x5 window at stride 2 (depth 25), in_c 2 VALID with 7 output columns (a pass of 6 and one of 1), in_c
 # 3 narrower than a pass, in_c 6 SAME at stride 1, and in_c 3 dilated (left to the byte im2col)
@@ -87,9 +89,28 @@ FAST_CASES["fast_nat_c3_dil2_bytes"] = (conv, (9, 9, 3, 8, 3, 1, "SAME", 2, "non
 FAST_CASES["fast_fc_d64_o10"] = (dense, (64, 10, "relu"))
 FAST_CASES["fast_fc_d18_o6"] = (dense, (18, 6, "none"))
 FAST_CASES["fast_fc_d3_general"] = (dense, (3, 5, "none"))
+# ADD: a residual conv + ADD is fused (mdt_fused.c: the conv's fast path on chunks of a row, the ADD's
+# folded requantisation), a broadcast ADD of the input and a vector takes mdt_dsp_add.c's tables (its
+# two-tensor form and the portable ADD of few elements: the depthwise pairs of test_dsp_dw_qemu.py)
 FAST_CASES["fast_add_residual_relu"] = (residual_add, (8, 9, 12, "relu", False))
 FAST_CASES["fast_add_broadcast"] = (residual_add, (6, 7, 16, "none", True))
 FAST_CASES["fast_add_small_general"] = (residual_add, (2, 3, 8, "none", False))
+
+# The kernel paths (runtime/mdt_trace.h) each case's layers take, exactly; the portable loops only
+# where the fast paths leave the layer by design (depth multiplier 3, an FC depth under 4).
+FAST_PATHS = {
+    "fast_dw_c6_s1_same": {"dw3_c"}, "fast_dw_c5_s2_valid": {"dw3_c"}, "fast_dw_c16_s2_same": {"dw3_direct"},
+    "fast_dw_c8_s2_same_odd": {"dw3_direct"}, "fast_dw_c6_bands_s1": {"dw3_c"}, "fast_dw_c4_bands_s2": {"dw3_band"},
+    "fast_dw_k5_general": {"dw_general"}, "fast_dw_mult3_general": {"dw_ref"},
+    "fast_conv_c3_s2_same": {"conv_nat"}, "fast_conv_w11_rem5": {"conv_words"}, "fast_conv_c5_w6_valid": {"conv_nat"},
+    "fast_conv_c1_w7": {"conv_small"}, "fast_conv_1x1_w5_c36": {"conv_words"},
+    "fast_conv_mixed_scales": {"conv_words"}, "fast_pass4_rem4": {"conv_words"}, "fast_pass4_3x3map": {"conv_words"},
+    "fast_nat_c1_k5_s2": {"conv_nat"}, "fast_nat_c2_valid_w7": {"conv_nat"}, "fast_nat_c3_narrow": {"conv_nat"},
+    "fast_nat_c6_s1": {"conv_nat"}, "fast_nat_c3_dil2_bytes": {"conv_bytes"},
+    "fast_fc_d64_o10": {"fc_dsp"}, "fast_fc_d18_o6": {"fc_dsp"}, "fast_fc_d3_general": {"fc_ref"},
+    "fast_add_residual_relu": {"conv_small", "fused_add_dsp"}, "fast_add_broadcast": {"add_dsp"},
+    "fast_add_small_general": {"conv_small", "fused_add_dsp"},
+}
 
 
 @pytest.mark.parametrize("name", sorted(FAST_CASES))
@@ -97,7 +118,8 @@ def test_fast_path_bit_exact_in_qemu(name, model_dir, tmp_path):
     recipe, args = FAST_CASES[name]
     fn, shapes = recipe(name, *args)
     path = convert(fn, shapes, model_dir, name)
-    run_bit_exact(path, tmp_path, seed=len(name) + 7)
+    run = run_bit_exact(path, tmp_path, seed=len(name) + 7)
+    assert_paths(run, FAST_PATHS[name], name)
 
 
 def test_fast_depthwise_is_cheaper_than_naive(model_dir, tmp_path):
@@ -121,4 +143,5 @@ def test_depthwise_other_kernel_sizes_take_a_dsp_path(model_dir, tmp_path):
     fast = run_bit_exact(path, tmp_path, seed=4)
     _, naive = _run(path, tmp_path, seed=4, defines=("MDT_NO_DSP",))
     assert np.array_equal(fast.output, naive.output)
+    assert ran(fast) == {"dw_general"} and ran(naive) == {"dw_ref"}
     assert fast.total < naive.total / 2, (fast.total, naive.total)

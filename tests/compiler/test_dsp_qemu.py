@@ -1,6 +1,8 @@
 """The Cortex-M4 DSP fast paths (mdt_dsp.c), built with arm-none-eabi-gcc -mcpu=cortex-m4 and run in
-QEMU mps2-an386: every output byte equal to TFLite's BUILTIN_REF, and the fast path really taken
-(fewer retired instructions than the same C built with -DMDT_NO_DSP)."""
+QEMU mps2-an386: every output byte equal to TFLite's BUILTIN_REF, and the fast path really taken:
+every image is built with -DMDT_PATH_TRACE (runtime/mdt_trace.h), the harness reports which kernel
+paths each layer ran, and each case names the fast paths it must take (`assert_paths`: the portable
+loops, which give the same bytes, fail it); also fewer retired instructions than -DMDT_NO_DSP."""
 
 from __future__ import annotations
 
@@ -12,13 +14,14 @@ import pytest
 from microt_deploy.boards import load_board
 from microt_deploy.compiler import GraphSpec, compile_program
 from microt_deploy.evaluate.bench import MODELS_DIR
-from microt_deploy.evaluate.bench_image import render_bench, run_bench_image
+from microt_deploy.evaluate.bench_image import PORTABLE_PATHS, render_bench, run_bench_image
 
 from .op_cases import conv, dense, depthwise
 from .tflite_models import convert, reference
 
-# Shapes chosen to hit each branch: word im2col with padding and a partial last pixel group, byte
-# im2col with a depth % 4 tail, dilation, 1x1, depthwise at both strides, FC with a tail and an odd
+# Shapes chosen to hit each branch: word im2col with padding and a partial last pixel group, few
+# input channels (in_c 3: conv_nat, rows widened once; the byte im2col is fast_nat_c3_dil2_bytes),
+# dilation, 1x1 (depth 8: the small-depth path), depthwise at both strides, FC with a tail and an odd
 # output count; plus shapes the fast paths leave to the portable kernels (depth multiplier 2).
 DSP_CASES = {
     "dsp_conv_words_pad": (conv, (9, 7, 8, 6, 3, 1, "SAME", 1, "relu")),
@@ -30,15 +33,41 @@ DSP_CASES = {
     "dsp_dw_mult2_fallback": (depthwise, (6, 5, 4, 2, 3, 1, "VALID", 1, "none")),
     "dsp_dense_tail": (dense, (22, 7, "relu")),
 }
+# The kernel paths (runtime/mdt_trace.h) each case's layers must take, exactly.
+DSP_PATHS = {
+    "dsp_conv_words_pad": {"conv_words"}, "dsp_conv_bytes_s2": {"conv_nat"}, "dsp_conv_dil2": {"conv_words"},
+    "dsp_conv_1x1": {"conv_small"}, "dsp_dw_s2": {"dw3_direct"}, "dsp_dw_s1": {"dw3_direct"},
+    "dsp_dw_mult2_fallback": {"dw_ref"}, "dsp_dense_tail": {"fc_dsp"},
+}
 
 
 def _run(path: Path, work: Path, seed: int, defines: tuple[str, ...] = ()):
+    """Build and run ``path`` with the kernel-path trace on (``run.paths``: per layer, the paths taken;
+    one increment per kernel call, nothing per MAC)."""
     board = load_board("qemu_mps2_an386")
     plan = compile_program([GraphSpec(path, "net")], work / "c")
     shape = plan["graphs"][0]["inputs"][0]["shape"]
     x = np.random.default_rng(seed).integers(-128, 128, size=shape, dtype=np.int8)
+    defines = (*defines, "MDT_PATH_TRACE")
     fw = render_bench(work / "c", plan, x, board, work / ("fw" + "".join(defines)), defines)
-    return x, run_bench_image(board, fw, len(plan["graphs"][0]["layers"]), limit_s=60)
+    run = run_bench_image(board, fw, len(plan["graphs"][0]["layers"]), limit_s=60)
+    assert run.paths is not None, "the harness reported no kernel paths (built without MDT_PATH_TRACE?)"
+    return x, run
+
+
+def ran(run) -> set[str]:
+    """Every kernel path any layer of the run took."""
+    return set().union(*run.paths)
+
+
+def assert_paths(run, expected: set[str], name: str = "", only: tuple[str, ...] = ()) -> None:
+    """The kernel paths the run's layers took (those named ``only*`` where given: the kernel under
+    test) are exactly ``expected``: a fast path that declined its layer (the portable loop then gives
+    the same bytes, and shows up here) fails the case."""
+    got = {p for p in ran(run) if not only or p.startswith(only)}
+    fallback = sorted((got & PORTABLE_PATHS) - set(expected))
+    assert got == set(expected), (f"{name}: ran kernel paths {sorted(got)}, expected {sorted(expected)}"
+                                  + (f" (the portable loop {fallback} ran)" if fallback else ""))
 
 
 def run_bit_exact(path: Path, work: Path, seed: int):
@@ -57,6 +86,7 @@ def test_dsp_kernel_bit_exact_in_qemu(name, model_dir, tmp_path):
     fn, shapes = recipe(name, *args)
     run = run_bit_exact(convert(fn, shapes, model_dir, name), tmp_path, seed=len(name))
     assert run.unit == "instructions" and run.total > 0
+    assert_paths(run, DSP_PATHS[name], name)
 
 
 def test_dsp_path_is_taken_and_faster(model_dir, tmp_path):
@@ -68,6 +98,10 @@ def test_dsp_path_is_taken_and_faster(model_dir, tmp_path):
     assert np.array_equal(fast.output, naive.output)
     assert np.array_equal(fast.output, reference(path, [x])[0].reshape(-1))
     assert fast.total * 2 < naive.total, (fast.total, naive.total)
+    # the trace tells the builds apart: the same bytes, from the fast path and from the portable loop
+    assert ran(fast) == {"conv_words"} and ran(naive) == {"conv_ref"}
+    # the painted stack: the fast path's im2col scratch is on the stack, the portable loop has none
+    assert 0 < naive.graph_stack < 1024 < fast.graph_stack < 16384, (naive.graph_stack, fast.graph_stack)
 
 
 @pytest.mark.slow
@@ -76,3 +110,5 @@ def test_dsp_shared_models_bit_exact_in_qemu(path, tmp_path):
     x, run = _run(path, tmp_path, seed=11)
     expected = reference(path, [x])[0].reshape(-1)
     assert np.array_equal(run.output, expected), f"{int(np.count_nonzero(run.output != expected))} bytes differ"
+    # every conv, depthwise, FC and ADD layer of the MLPerf Tiny models takes a fast path
+    assert not ran(run) & PORTABLE_PATHS, sorted(ran(run))

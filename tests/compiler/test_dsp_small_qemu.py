@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from .op_cases import _act, conv
-from .test_dsp_qemu import _run, run_bit_exact
+from .test_dsp_qemu import _run, assert_paths, ran, run_bit_exact
 from .tflite_models import convert, reference, tf, weights
 
 
@@ -114,7 +114,11 @@ def test_small_conv_bit_exact_in_qemu(name, model_dir, tmp_path):
     path = convert(fn, shapes, model_dir, name)
     if patch:
         path = patch_output_quant(path, *patch[0])
-    run_bit_exact(path, tmp_path, seed=len(name) + 3)
+    run = run_bit_exact(path, tmp_path, seed=len(name) + 3)
+    # every case takes the small-depth path; those with channels outside its requantisation (left
+    # shifts, biases past 2^28) also its reference-formula pass over them
+    refchan = "scales" in name or "lshift" in name
+    assert_paths(run, {"conv_small", "small_refchan"} if refchan else {"conv_small"}, name)
 
 
 def test_small_conv_is_cheap(model_dir, tmp_path):
@@ -128,5 +132,6 @@ def test_small_conv_is_cheap(model_dir, tmp_path):
     _, naive = _run(path, tmp_path, seed=5, defines=("MDT_NO_DSP",))
     assert np.array_equal(fast.output, reference(path, [x])[0].reshape(-1))
     assert np.array_equal(fast.output, naive.output)
+    assert ran(fast) == {"conv_small"} and ran(naive) == {"conv_ref"}
     macs = h * w * cin * cout
     assert fast.total < 2.5 * macs, (fast.total, macs)

@@ -11,6 +11,7 @@ import pytest
 from microt_deploy.compiler import GraphSpec, compile_program, fuse
 from microt_deploy.compiler.host_runner import run_model
 from microt_deploy.compiler.planner import check_plan
+from microt_deploy.errors import MicrotError
 
 from .tflite_models import convert, random_inputs, reference, tf, weights
 
@@ -108,7 +109,7 @@ def test_check_plan_sees_fused_scratch(model_dir, tmp_path):
     fused = _fused_layers(plan)[0]
     conv_in = next(t for t in plan["tensors"] if t["name"] == fused["inputs"][0]["name"])
     fused["scratch"]["offset"] = conv_in["offset"]  # the scratch on the conv's input: a real clash
-    with pytest.raises(AssertionError, match="scratch"):
+    with pytest.raises(MicrotError, match="scratch"):
         check_plan(plan)
 
 

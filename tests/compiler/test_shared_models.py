@@ -71,7 +71,7 @@ def test_infer_files_round_trip_and_refusals(tmp_path):
     path = next(p for p in MODELS if "kws" in p.stem)
     x = random_inputs(path, 3, seed=3)[0]
     np.save(tmp_path / "in.npy", x)
-    out = infer_files(path, tmp_path / "in.npy", tmp_path / "out.npy")
+    (out,) = infer_files(path, tmp_path / "in.npy", tmp_path / "out.npy").values()
     assert np.array_equal(np.load(tmp_path / "out.npy"), out)
     assert np.array_equal(out, reference(path, [x])[0])
     np.save(tmp_path / "bad.npy", x.astype(np.float32))

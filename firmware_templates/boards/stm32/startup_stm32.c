@@ -1,15 +1,20 @@
 /* Reset and vector table for the STM32 board layer: FPU on (CPACR), on the Cortex-M7 parts the
  * I- and D-caches (invalidated first, Armv7-M ARM B2.2.7 / Cortex-M7 TRM 5.3), .data copy, .bss
  * clear, the clock tree (mdt_board_stm32.c), then main. The table is sized for the part's
- * interrupt lines (mdt_board_stm32.h); every entry that is not ours stops in Default_Handler. */
+ * interrupt lines (mdt_board_stm32.h); every entry that is not ours stops in Default_Handler.
+ * The reserved stack (link.ld: _sstack .. _estack) is painted with MDT_STACK_PAINT first thing at
+ * reset; mdt_stack_used() finds the deepest painted word overwritten since (the high-water mark:
+ * read it from a debugger, or call it from the app). */
 #include <stdint.h>
 #include <string.h>
 
 #include "mdt_board_stm32.h"
 
-extern uint32_t _estack, _sidata, _sdata, _edata, _sbss, _ebss;
+extern uint32_t _estack, _sstack, _sidata, _sdata, _edata, _sbss, _ebss;
 int main(int argc, char **argv);
 void Reset_Handler(void);
+void mdt_stack_paint(void);
+uint32_t mdt_stack_used(void);
 
 #define REG(addr) (*(volatile uint32_t *)(addr))
 #define SCB_VTOR REG(0xE000ED08u)
@@ -65,8 +70,34 @@ void Default_Handler(void)
     }
 }
 
+#define MDT_STACK_PAINT 0x5AC3A53Cu
+
+/* Paint [_sstack, sp - 64): a plain word loop (volatile: no memset call whose frame it would paint
+ * over); the 64 bytes below sp are left for this function's own frame. */
+void mdt_stack_paint(void)
+{
+    volatile uint32_t *p = &_sstack;
+    uint32_t *sp;
+    __asm__ volatile("mov %0, sp" : "=r"(sp));
+    sp -= 16;
+    while (p < sp) {
+        *p++ = MDT_STACK_PAINT;
+    }
+}
+
+/* Bytes from the top of the stack down to the deepest painted word overwritten since the last paint. */
+uint32_t mdt_stack_used(void)
+{
+    const volatile uint32_t *p = &_sstack;
+    while (p < &_estack && *p == MDT_STACK_PAINT) {
+        p++;
+    }
+    return (uint32_t)((uintptr_t)&_estack - (uintptr_t)p);
+}
+
 void Reset_Handler(void)
 {
+    mdt_stack_paint();
     SCB_CPACR |= 0xFu << 20; /* CP10/CP11 full access: the FPU */
     barrier();
     SCB_VTOR = (uint32_t)(uintptr_t)mdt_vectors;

@@ -11,7 +11,8 @@ from .conv import lower_conv, lower_depthwise
 from .elementwise import lower_dequantize, lower_hard_swish, lower_logistic, lower_mul, lower_quantize_float
 from .fc import lower_fc
 from .misc import lower_pad, lower_quantize, lower_reshape, lower_softmax
-from .pool import lower_mean, lower_pool
+from .pool import lower_pool
+from .reduce import lower_mean, lower_sum
 from .shape import lower_concatenation, lower_resize_nearest, lower_squeeze, lower_transpose
 
 LOWERINGS: dict[str, Callable[[Graph, Op], Layer]] = {
@@ -38,6 +39,7 @@ LOWERINGS: dict[str, Callable[[Graph, Op], Layer]] = {
     "RELU_N1_TO_1": lower_quantize,
     "RESHAPE": lower_reshape,
     "SOFTMAX": lower_softmax,
+    "SUM": lower_sum,
 }
 
 
