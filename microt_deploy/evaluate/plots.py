@@ -106,6 +106,9 @@ def confidence_histogram(report: dict[str, Any]) -> Figure:
             ax.set_xscale("logit")
             ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlim(edges[0], edges[-1])
+        # set, not autoscaled: with the logit axis the autoscale cut the tallest bars off
+        tallest = max((c + w for c, w in zip(hist["correct"], hist["wrong"], strict=True)), default=0)
+        ax.set_ylim(0, max(1.0, tallest * 1.08))
         exits = hist.get("exit_at_part", {})
         for i, (key, threshold) in enumerate(hist.get("thresholds", {}).items()):
             color, style = THRESHOLD_STYLES[i % len(THRESHOLD_STYLES)]

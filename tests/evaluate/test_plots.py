@@ -117,3 +117,16 @@ def test_latency_bars_stack_the_stage_means() -> None:
     assert ends[3] == pytest.approx(board.latency_ms(task["ratios"]["0.5"]["counts_per_inference"]))
     assert "ms, estimated: instructions" in ax.get_xlabel()
     assert not any(isinstance(a, Line2D) for a in ax.get_legend_handles_labels()[0])
+
+
+def test_the_confidence_histogram_shows_its_tallest_bar_whole() -> None:
+    from microt_deploy.evaluate import plots
+
+    edges = [0.5, 0.9, 0.99, 0.999]
+    report = {"board": {"id": "b"}, "chosen_ratio": 0.5, "tasks": [{
+        "task": "t", "samples": 60, "confidence_histogram": {
+            "bin_edges": edges, "spacing": "logit", "correct": [5, 40, 10], "wrong": [3, 2, 0],
+            "thresholds": {"0.5": 0.95}, "exit_at_part": {"0.5": 0.5}}}]}
+    fig = plots.confidence_histogram(report)
+    bottom, top = fig.axes[0].get_ylim()
+    assert bottom == 0 and top >= 42  # the 40 + 2 bar
