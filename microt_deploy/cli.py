@@ -70,7 +70,7 @@ def _friendly(func: Callable[..., Any]) -> Callable[..., Any]:
             name = type(err).__name__
             first = str(err).strip().splitlines()[0] if str(err).strip() else ""
             console.print(
-                f"[bold red]internal error:[/] {name}: {first}; rerun with MICROT_DEBUG=1 for the "
+                f"[bold red]internal error:[/] {escape(name)}: {escape(first)}; rerun with MICROT_DEBUG=1 for the "
                 "traceback and report it",
                 highlight=False,
                 soft_wrap=True,
@@ -96,6 +96,8 @@ def _project_lock(kwargs: dict[str, Any], wait: bool) -> Any:
     root = kwargs.get("project_dir")
     if command not in LOCKING or root is None:
         return contextlib.nullcontext()
+    if command == "train" and os.environ.get("RANK", "0") not in ("", "0"):
+        return contextlib.nullcontext()  # torchrun: rank 0 holds the lock (and alone writes)
     root = Path(root)
     if command == "demo":
         root.mkdir(parents=True, exist_ok=True)
@@ -197,15 +199,28 @@ def _kib(n: int) -> str:
 
 @main.command()
 @project_option
+@click.option("--fresh", is_flag=True,
+              help="Start over: ignore the checkpoints of an interrupted run and recompute the teacher cache.")
 @_friendly
-def train(project_dir: Path) -> None:
-    """Stages 1-3: self-supervised distillation, split, joint training of part and full."""
+def train(project_dir: Path, fresh: bool = False) -> None:
+    """Stages 1-3: self-supervised distillation, split, joint training of part and full.
+
+    An interrupted run resumes from its last complete epoch (same config); runs on CUDA when present;
+    under `torchrun --nproc_per_node=N -m microt_deploy.cli train` on N processes (DDP)."""
     from rich.table import Table
 
     from microt_deploy import pipeline
     from microt_deploy.project import open_project
 
-    summary = pipeline.train(project_dir)  # what checkpoints/train.json holds
+    summary = pipeline.train(project_dir, fresh=fresh)  # what checkpoints/train.json holds
+    if not summary:  # a torchrun rank other than 0: rank 0 reports
+        return
+    run = summary.get("run", {})
+    if run.get("resumed"):
+        out.print(f"resumed an interrupted run: {', '.join(run['resumed'])} (--fresh starts over)", highlight=False,
+                  soft_wrap=True)
+    elif run.get("restarted"):
+        out.print("started over: the saved checkpoints were of another config", highlight=False, soft_wrap=True)
     seconds = summary.get("seconds", {})
     stages = Table(title="training (mean loss per epoch)")
     for col in ("stage", "epochs", "loss", "first", "last", "seconds"):

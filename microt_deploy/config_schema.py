@@ -26,7 +26,7 @@ DOCS_COMMAND = "python -m microt_deploy.config_schema > docs/config.md"
 # model.backbone presets and their block counts (microt_deploy/model/backbone.py PRESETS; a test keeps
 # the two equal: this module does not import torch to read them).
 BACKBONE_PRESETS = {"mcunet-in3": 18, "proxyless-w0.3": 20}
-TEACHER_PREFIXES = ("torchscript:", "module:")
+TEACHER_PREFIXES = ("torchscript:", "checkpoint:", "module:", "timm:")
 MAX_SEED = 2**32 - 1  # the device protocol carries the seed as uint32
 MAX_DEVICE_EPOCHS = 2**16 - 1  # ... and the on-device epochs as uint16
 MAX_BAUD = 15_000_000  # the fastest USB-serial bridge of a known board (STLINK-V3's VCP); boards cap it lower
@@ -318,12 +318,20 @@ SCHEMA: tuple[Section, ...] = (
         Key("feature_channels", Integer(0), 64, TRAIN, "channels of the final 1x1 feature mix, 0 for none"),
         Key("teacher", Text(choices=("builtin:ssl-convnet",), prefixes=TEACHER_PREFIXES), "builtin:ssl-convnet",
             TRAIN, "the frozen teacher of stage 1",
-            notes="the builtin self-supervised convnet, `torchscript:<path>` or `module:<pkg.mod:factory>`"),
+            notes="the builtin self-supervised convnet, `torchscript:<path>`, `checkpoint:<path>` (a torch.save()d "
+                  "module, or a state dict with teacher_arch), `module:<pkg.mod:factory>` or `timm:<model name>` "
+                  "(with teacher_weights; timm is not a dependency); external teachers are frozen and their "
+                  "embeddings of the train images cached (train.teacher_cache)"),
         Key("teacher_dim", Integer(1), 64, TRAIN, "embedding size of the teacher"),
         Key("backbone", Text(choices=tuple(BACKBONE_PRESETS)), None, TRAIN, "a preset architecture",
             optional=True, notes="replaces stem_channels, blocks and feature_channels"),
         Key("teacher_input_size", Integer(0), 0, TRAIN, "image side an external teacher sees, 0 to keep it",
             optional=True),
+        Key("teacher_arch", Text(), "", TRAIN, "`pkg.mod:factory` building the module a `checkpoint:` state dict fits",
+            optional=True),
+        Key("teacher_weights", Text(), "", TRAIN, "local weights file of a `timm:` teacher; nothing is downloaded",
+            optional=True, notes="e.g. DINOv2 ViT-S/14: teacher = \"timm:vit_small_patch14_dinov2.lvd142m\", "
+                                 "teacher_dim = 384, teacher_input_size = 518"),
     ), "The student network (a MobileNetV2-style extractor), where it is cut, and its teacher."),
     Section("train", (
         Key("seed", Integer(0, MAX_SEED), 0, "train, train-device, eval", "random seed of host and device training"),
@@ -339,6 +347,43 @@ SCHEMA: tuple[Section, ...] = (
             optional=True),
         Key("sskd_ce", Boolean(), False, TRAIN, "add the cross-entropy Loss 2 to distillation", optional=True),
         Key("threads", Integer(1), 1, "train, export", "torch intra-op threads", optional=True),
+        Key("optimizer", Text(choices=("sgd", "adam", "adamw")), "sgd", TRAIN,
+            "optimiser of stages 1 and 3", optional=True, notes="momentum applies to sgd only"),
+        Key("scheduler", Text(choices=("cosine", "constant")), "cosine", TRAIN,
+            "learning-rate schedule of stages 1 and 3", optional=True,
+            notes="cosine: decays to 0 over each stage's epochs"),
+        Key("sskd_mse_weight", Number(0), 1.0, TRAIN, "weight of the distillation MSE in stage 1", optional=True),
+        Key("sskd_ce_weight", Number(0), 1.0, TRAIN, "weight of Loss 2, the cross entropy, in stage 1",
+            optional=True, notes="with sskd_ce only"),
+        Key("l3_weight", Number(0), 1.0, TRAIN, "weight of L3, the full-feature MSE to the teacher, in stage 3",
+            optional=True),
+        Key("l4_weight", Number(0), 1.0, TRAIN, "weight of L4, the full-head cross entropy, in stage 3", optional=True),
+        Key("l5_weight", Number(0), 1.0, TRAIN, "weight of L5, the part-feature MSE to the teacher, in stage 3",
+            optional=True),
+        Key("l6_weight", Number(0), 1.0, TRAIN, "weight of L6, the part-head cross entropy, in stage 3", optional=True),
+        Key("aug_shift", Integer(0), 1, TRAIN, "largest random shift in pixels of stages 1 and 3's views",
+            optional=True),
+        Key("aug_noise", Number(0), 0.02, TRAIN, "std of the Gaussian noise of stages 1 and 3's views",
+            optional=True),
+        Key("aug_flip", Boolean(), False, TRAIN, "random left-right mirror in every training view", optional=True,
+            notes="off by default: numerals are not mirror-symmetric; the builtin teacher's views too"),
+        Key("teacher_temperature", Number(0, lo_open=True), 0.2, TRAIN, "NT-Xent temperature of the builtin teacher",
+            optional=True),
+        Key("teacher_aug_crop", Number(0, 1, lo_open=True), 0.7, TRAIN,
+            "smallest side fraction of the builtin teacher's random resized crop", optional=True, notes="1: no crop"),
+        Key("teacher_aug_shift", Integer(0), 2, TRAIN, "largest random shift of the builtin teacher's views",
+            optional=True),
+        Key("teacher_aug_contrast", Number(0, 1), 0.3, TRAIN, "random contrast strength of the builtin teacher's "
+            "views", optional=True),
+        Key("teacher_aug_noise", Number(0), 0.05, TRAIN, "noise std of the builtin teacher's views", optional=True),
+        Key("teacher_cache", Boolean(), True, TRAIN, "cache an external teacher's embeddings of the train images",
+            optional=True,
+            notes="computed once on the un-augmented images into checkpoints/teacher_cache/ and reused while the "
+                  "teacher's files and the train images are unchanged; false: the teacher sees every augmented view"),
+        Key("device", Text(choices=("auto", "cpu", "cuda")), "auto", TRAIN, "where training runs", optional=True,
+            notes="auto: CUDA when torch sees a GPU, else the CPU; under torchrun each rank takes its LOCAL_RANK GPU"),
+        Key("amp", Boolean(), True, TRAIN, "mixed precision on CUDA: float16 autocast and a GradScaler",
+            optional=True, notes="never on the CPU"),
     ), "Host training: stage 1 (teacher and self-supervised distillation) and stage 3 (joint training)."),
     Section("data", (
         Key("dataset", Text(nonempty=True, note='"digits" or a folder path'), "digits", TRAIN_EXPORT_EVAL,

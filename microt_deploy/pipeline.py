@@ -54,13 +54,14 @@ def _epoch_progress(update: Any) -> Any:
 # ---------------------------------------------------------------- stages 1-3 and export
 
 
-def train(project_dir: Path, console: Console | None = None) -> dict[str, Any]:
-    """Stages 1-3 on the project's config; writes checkpoints/."""
+def train(project_dir: Path, console: Console | None = None, fresh: bool = False) -> dict[str, Any]:
+    """Stages 1-3 on the project's config; writes checkpoints/ (resumes an interrupted run unless
+    ``fresh``)."""
     project = open_project(project_dir)
     from microt_deploy.model.train import train_project
 
     with progress_bar(console) as update:
-        result = train_project(project, progress=_epoch_progress(update))
+        result = train_project(project, progress=_epoch_progress(update), fresh=fresh)
     return result
 
 

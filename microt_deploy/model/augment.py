@@ -45,15 +45,46 @@ def random_contrast(x: torch.Tensor, strength: float, gen: torch.Generator) -> t
     return x * factor
 
 
-def ssl_view(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """One self-supervised view: resized crop, shift, contrast and noise, clamped to [-1, 1]."""
-    x = random_resized_crop(x, 0.7, gen)
-    x = random_shift(x, 2, gen)
-    x = random_contrast(x, 0.3, gen)
-    x = random_noise(x, 0.05, gen)
+def random_flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Mirror each image left-right with probability 1/2."""
+    flip = torch.rand(x.shape[0], generator=gen) < 0.5
+    return torch.where(flip[:, None, None, None], x.flip(3), x)
+
+
+def ssl_view(
+    x: torch.Tensor,
+    gen: torch.Generator,
+    crop: float = 0.7,
+    shift: int = 2,
+    contrast: float = 0.3,
+    noise: float = 0.05,
+    flip: bool = False,
+) -> torch.Tensor:
+    """One self-supervised view: resized crop, shift, contrast and noise, clamped to [-1, 1].
+
+    The defaults are the builtin teacher's (``train.teacher_aug_*``); ``crop`` is the smallest side
+    fraction kept (1 for no crop), ``flip`` adds a random left-right mirror (off by default: numerals
+    are not mirror-symmetric)."""
+    if crop < 1.0:
+        x = random_resized_crop(x, crop, gen)
+    x = random_shift(x, shift, gen)
+    if contrast > 0:
+        x = random_contrast(x, contrast, gen)
+    if noise > 0:
+        x = random_noise(x, noise, gen)
+    if flip:
+        x = random_flip(x, gen)
     return x.clamp(-1.0, 1.0)
 
 
-def light_view(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """A mild view for distillation and supervised training: a small shift and a little noise."""
-    return random_noise(random_shift(x, 1, gen), 0.02, gen).clamp(-1.0, 1.0)
+def light_view(
+    x: torch.Tensor, gen: torch.Generator, shift: int = 1, noise: float = 0.02, flip: bool = False
+) -> torch.Tensor:
+    """A mild view for distillation and supervised training: a small shift and a little noise
+    (``train.aug_shift`` / ``aug_noise`` / ``aug_flip``; 0 / false turns each off)."""
+    x = random_shift(x, shift, gen)
+    if noise > 0:
+        x = random_noise(x, noise, gen)
+    if flip:
+        x = random_flip(x, gen)
+    return x.clamp(-1.0, 1.0)

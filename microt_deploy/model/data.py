@@ -6,6 +6,9 @@ Owns ``load_splits(config)`` (the contract in docs/contracts.md). Two sources:
   with the tasks ``digit`` (10 classes) and ``loops`` (closed loops in the numeral, 3 classes).
 - ``dataset = "<path>"``: an ImageFolder-style folder (one sub-folder of PNG/JPEG images per class);
   its tasks take ``labels = "folder"`` (the class index is the sorted position of the folder name).
+  Images of any size and mode are converted to RGB and resized (bilinear) to ``model.input_size``;
+  fewer than two class folders, a class folder without images or an unreadable image is a one-line
+  MicrotError naming the folder or file.
 
 Normalisation (what the exported trunk's float input means): pixel intensity in [0, 1]
 (digits: value / 16; folders: value / 255), then ``(x - 0.5) / 0.5``, so every input lies in
@@ -96,18 +99,25 @@ def _load_folder(root: Path, size: int) -> tuple[np.ndarray, dict[str, np.ndarra
     images: list[np.ndarray] = []
     labels: list[int] = []
     for index, name in enumerate(classes):
-        files = sorted(p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = sorted(p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not files and len(classes) >= 2:
+            raise MicrotError(
+                f"class folder {root / name} of the dataset has no PNG or JPEG images",
+                "add images to it or remove the folder",
+            )
         for path in files:
+            # Any size and mode (grey, palette, RGBA, 16-bit) is converted to RGB and resized, not rejected.
             try:
                 with Image.open(path) as img:
                     rgb = img.convert("RGB").resize((size, size), Image.BILINEAR)
-            except OSError as err:
+            except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
                 raise MicrotError(f"cannot read image {path} ({err})", "remove or replace the file") from None
             images.append(np.asarray(rgb, dtype=np.float32) / 255.0)
             labels.append(index)
     if len(classes) < 2 or not images:
         raise MicrotError(
-            f"dataset folder {root} has {len(classes)} class folders and {len(images)} images",
+            f"dataset folder {root} has {len(classes)} class folder{'' if len(classes) == 1 else 's'} and "
+            f"{len(images)} images",
             "give it at least two sub-folders (one per class) of PNG or JPEG images",
         )
     return normalise(np.stack(images)), {"folder": np.asarray(labels, dtype=np.int64)}

@@ -13,3 +13,22 @@ def make_teacher() -> nn.Module:
 
 def not_a_module() -> str:
     return "nope"
+
+
+CALLS = {"forward": 0}
+
+
+class CountingTeacher(nn.Module):
+    """make_teacher()'s network, counting its forward calls (the cache test asserts none on a hit)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = make_teacher()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        CALLS["forward"] += 1
+        return self.net(x)
+
+
+def make_counting_teacher() -> nn.Module:
+    return CountingTeacher()

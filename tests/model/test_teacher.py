@@ -70,4 +70,4 @@ def test_module_teacher_and_bad_specs():
     with pytest.raises(MicrotError, match="cannot load teacher"):
         build_teacher({**cfg, "teacher": "module:no.such.module:f"}, {}, _images())
     with pytest.raises(MicrotError, match="unknown teacher"):
-        build_teacher({**cfg, "teacher": "timm:vit_small"}, {}, _images())
+        build_teacher({**cfg, "teacher": "onnx:vit_small.onnx"}, {}, _images())
