@@ -183,7 +183,8 @@ def render_core_bench(compiled_dir: Path, plan: dict, x: np.ndarray, core: Core,
                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     tool = toolchain(core, opt)
     with atomic.staged_dir(Path(out_dir)) as tmp:
-        for path in [*RUNTIME_DIR.glob("*.[ch]"), render.TEMPLATES / "app" / "mdt_board.h", *layer.glob("*.c"),
+        for path in [*RUNTIME_DIR.glob("*.[ch]"), render.TEMPLATES / "app" / "mdt_board.h",
+                     render.TEMPLATES / "app" / "mdt_board_uart_only.h", *layer.glob("*.c"),
                      BENCH_DIR / "mdt_bench_main.c", Path(compiled_dir) / "mdt_model.c",
                      Path(compiled_dir) / "mdt_model.h"]:
             shutil.copy2(path, tmp / path.name)

@@ -60,27 +60,8 @@ uint32_t mdt_board_clock_hz(void)
     return MDT_CLOCK_HZ;
 }
 
-int mdt_board_host_open(const char *path, uint32_t path_len, uint32_t *file_len)
-{
-    (void)path;
-    (void)path_len;
-    (void)file_len;
-    return MDT_HOST_UNSUPPORTED;
-}
-
-int mdt_board_host_read(int handle, uint32_t offset, uint8_t *buf, uint32_t n)
-{
-    (void)handle;
-    (void)offset;
-    (void)buf;
-    (void)n;
-    return MDT_HOST_UNSUPPORTED;
-}
-
-void mdt_board_host_close(int handle)
-{
-    (void)handle;
-}
+/* No host files on this layer (the bench harness reads none): the shared stubs. */
+#include "mdt_board_uart_only.h"
 
 void mdt_board_exit(int code)
 {

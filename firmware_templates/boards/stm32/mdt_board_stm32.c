@@ -731,26 +731,5 @@ void mdt_board_exit(int code)
     }
 }
 
-/* No host files: without a debugger attached, semihosting's BKPT would fault the core. The host
- * falls back to sending samples over the UART when HOST_OPEN answers UNSUPPORTED. */
-int mdt_board_host_open(const char *path, uint32_t path_len, uint32_t *file_len)
-{
-    (void)path;
-    (void)path_len;
-    (void)file_len;
-    return MDT_HOST_UNSUPPORTED;
-}
-
-int mdt_board_host_read(int handle, uint32_t offset, uint8_t *buf, uint32_t n)
-{
-    (void)handle;
-    (void)offset;
-    (void)buf;
-    (void)n;
-    return MDT_HOST_UNSUPPORTED;
-}
-
-void mdt_board_host_close(int handle)
-{
-    (void)handle;
-}
+/* No host files (semihosting would fault without a debugger): the shared stubs. */
+#include "mdt_board_uart_only.h"
