@@ -110,10 +110,10 @@ def test_float_model_infer_npy_gives_float_bit_for_bit(model_dir, tmp_path):
     assert got.dtype == np.float32 and got.tobytes() == want.tobytes()
 
 
-@pytest.mark.skipif(shutil.which("qemu-system-arm") is None or shutil.which("arm-none-eabi-gcc") is None,
-                    reason="needs QEMU and the Arm toolchain")
 def test_bench_feeds_the_real_input_dtype(model_dir, tmp_path, monkeypatch):
     """`bench` on a float-I/O model with two inputs and two outputs: bit-exact, JSON only where told."""
+    for tool in ("qemu-system-arm", "arm-none-eabi-gcc"):  # make test installs them: missing is a failure
+        assert shutil.which(tool), f"{tool} is not installed: run `make setup`"
     from rich.console import Console
 
     from microt_deploy.evaluate import bench

@@ -97,8 +97,7 @@ def _pasted_rq_apply() -> str:
 
 @pytest.fixture(scope="module")
 def driver(tmp_path_factory):
-    if shutil.which("gcc") is None:
-        pytest.skip("gcc is not installed")
+    assert shutil.which("gcc"), "gcc is not installed: run `make setup`"
     work = tmp_path_factory.mktemp("requant")
     (work / "arm_acle.h").write_text(
         "#include <stdint.h>\n/* host stand-in for the one ACLE intrinsic mdt_dsp_rq.h uses */\n"

@@ -225,8 +225,7 @@ def test_installed_command_exits_4(tmp_path: Path) -> None:
     import sys
 
     exe = Path(sys.executable).with_name("microt-deploy")
-    if not exe.is_file():
-        pytest.skip("microt-deploy is not installed in this environment")
+    assert exe.is_file(), f"no {exe}: run `make setup` (it installs the package into the venv)"
     path = write(tmp_path, "- id: ABC123\n  platform: nucleo_l4r5zi\n  reset: button\n")
     proc = subprocess.run([str(exe), "rig", str(path)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 4 and proc.stdout == ""
