@@ -89,9 +89,10 @@ test: setup
 test-quick: setup
 	MICROT_PIO_OFFLINE=1 $(PY) -m pytest -q -m "not slow"
 
-# The compiler bench; with a built demo project (`make demo`) also the evaluation-speed bench below.
+# The compiler bench (the MLPerf Tiny models and the paper's backbones at 176x176, exported once with
+# seeded weights); with a built demo project (`make demo`) also the evaluation-speed bench below.
 bench: setup
-	$(VENV)/bin/microt-deploy bench --json bench/results.json $(if $(wildcard $(PROJECT)/export/rest.tflite),--project $(PROJECT))
+	$(VENV)/bin/microt-deploy bench --backbones all --json bench/results.json $(if $(wildcard $(PROJECT)/export/rest.tflite),--project $(PROJECT))
 	$(MAKE) --no-print-directory bench-cores
 	$(if $(wildcard $(PROJECT)/firmware/qemu_mps2_an386/firmware.elf),$(MAKE) --no-print-directory bench-link)
 

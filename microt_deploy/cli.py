@@ -533,9 +533,13 @@ def infer(model: Path, input_npy: Path, output_npy: Path) -> None:
 @click.option("--cores", "cores_", is_flag=True,
               help="Instead: the cores table (Cortex-M3/M4/M7/M33/M55 and rv32imc in QEMU): kernel path, "
                    "bit-exact, instructions per inference and flash per model.")
+@click.option("--backbones", default=None,
+              help="Also the paper's backbones at 176x176, exported int8 with seeded weights: 'all' or a "
+                   "comma-separated list of mcunet-in3, proxyless-w0.3 (peak SRAM beside TinyEngine's, "
+                   "X-CUBE-AI's and TFLM's published figures).")
 @_friendly
 def bench(models: str | None, project_dir: Path | None, json_path: Path | None, cores_: bool = False,
-          os_variant: bool = True) -> None:
+          os_variant: bool = True, backbones: str | None = None) -> None:
     """Flash, peak SRAM and instructions on the emulated Cortex-M4, against TFLM's anchors."""
     from microt_deploy.evaluate.bench import default_models, run_bench
 
@@ -550,6 +554,14 @@ def bench(models: str | None, project_dir: Path | None, json_path: Path | None, 
             raise MicrotError(f"no model at {missing[0]}", "pass existing .tflite files")
         run_cores(paths, json_path, out)
         return
+    if backbones:
+        from microt_deploy.evaluate import paper_models
+
+        names = list(paper_models.BACKBONES) if backbones == "all" else backbones.split(",")
+        for name in names:
+            out.print(f"[dim]the {name} backbone at 176x176 (exported once, cached in "
+                      f"{paper_models.generated_dir()})[/dim]")
+            paths.append(paper_models.generate(name))
     if project_dir is not None:
         from microt_deploy.pipeline import GRAPHS
         from microt_deploy.project import open_project

@@ -26,7 +26,7 @@ from microt_deploy import atomic, children, resources
 from microt_deploy.boards import load_board
 from microt_deploy.compiler import GraphSpec, compile_program
 from microt_deploy.errors import MicrotError
-from microt_deploy.evaluate import stack_marks
+from microt_deploy.evaluate import paper_models, stack_marks
 from microt_deploy.evaluate.bench_image import BenchRun, render_bench, run_bench_image
 from microt_deploy.evaluate.dense import densify
 from microt_deploy.firmware.render import KERNEL_STATIC_BYTES
@@ -268,13 +268,22 @@ def run_bench(paths: list[Path] | None, json_path: Path | None, console: Console
                 results.append({**bench_model(twin, Path(tmp) / f"m{i}d", anchors, os_variant=False),
                                 "dense_twin_of": model.name})
     console.print(summary_table(results))
+    backbones = paper_models.published_table(results)
+    if backbones:
+        table = Table(title="paper backbones at 176x176: peak SRAM (arena + kernel tables + measured stack) "
+                            "against the engines' published figures")
+        for col in backbones[0]:
+            table.add_column(col, justify="left" if col == "backbone" else "right")
+        for row in backbones:
+            table.add_row(*("-" if v is None else f"{v:,}" if isinstance(v, int) else str(v) for v in row.values()))
+        console.print(table)
     bad = [r["model"] for r in results if not (r["bit_exact"] and r["bit_exact_naive"] and r.get("bit_exact_os", True))]
     if bad:
         console.print(f"[bold red]NOT BIT-EXACT vs TFLite BUILTIN_REF: {', '.join(bad)}[/bold red]")
     out = {"board": BOARD, "unit": results[0]["unit"], "input_seed": INPUT_SEED,
            "note": "instructions are QEMU -icount shift=0 retired instructions; per-layer counts include "
                    "about 30 instructions of counter reads and have a resolution of 40",
-           "models": results}
+           "models": results, "backbones": backbones}
     if json_path:  # only where it is told (`make bench` passes --json bench/results.json)
         atomic.write_text(Path(json_path), json.dumps(out, indent=1) + "\n")
     return out
