@@ -15,13 +15,16 @@ static int8_t add_one(const mdt_add_params *p, int8_t a, int8_t b)
     return (int8_t)mdt_clamp(out, p->act_min, p->act_max);
 }
 
-void mdt_add(const mdt_add_params *p, const int8_t *input1, const int8_t *input2, int8_t *output)
+void mdt_add(const mdt_add_params *p, const int8_t *input1, const int8_t *input2, int8_t *output,
+             mdt_scratch scratch)
 {
     int32_t i0, i1, i2, i3;
 #if MDT_DSP
-    if (mdt_add_dsp(p, input1, input2, output)) {
+    if (mdt_add_dsp(p, input1, input2, output, scratch)) {
         return;
     }
+#else
+    (void)scratch;
 #endif
     MDT_PATH(MDT_PATH_ADD_REF);
     for (i0 = 0; i0 < p->dims[0]; ++i0) {

@@ -4,17 +4,41 @@
 #include "mdt_fixedpoint.h"
 #include "mdt_runtime.h"
 
-void mdt_conv2d(const mdt_conv_params *p, const int8_t *input, int8_t *output)
+/* The portable loops out of line: the dispatchers' frames stay a few words under the fast paths. */
+static __attribute__((noinline)) void conv_ref(const mdt_conv_params *p, const int8_t *input, int8_t *output);
+static __attribute__((noinline)) void dw_ref(const mdt_dwconv_params *p, const int8_t *input, int8_t *output);
+
+void mdt_conv2d(const mdt_conv_params *p, const int8_t *input, int8_t *output, mdt_scratch scratch)
+{
+#if MDT_DSP
+    if (mdt_conv2d_small_dsp(p, input, output, scratch) || mdt_conv2d_dsp(p, input, output, scratch)) {
+        return;
+    }
+#else
+    (void)scratch;
+#endif
+    conv_ref(p, input, output);
+}
+
+void mdt_depthwise_conv2d(const mdt_dwconv_params *p, const int8_t *input, int8_t *output, mdt_scratch scratch)
+{
+#if MDT_DSP
+    /* 3x3 kernels take the newer path; other sizes the first-round one (channels in groups of 4) */
+    if (mdt_dw3x3_dsp(p, input, output, scratch) || mdt_depthwise_conv2d_dsp(p, input, output)) {
+        return;
+    }
+#else
+    (void)scratch;
+#endif
+    dw_ref(p, input, output);
+}
+
+static void conv_ref(const mdt_conv_params *p, const int8_t *input, int8_t *output)
 {
     const int32_t in_row = p->in_w * p->in_c;
     const int32_t in_img = p->in_h * in_row;
     const int32_t f_size = p->k_h * p->k_w * p->in_c;
     int32_t b, oy, ox, oc, ky, kx, ic;
-#if MDT_DSP
-    if (mdt_conv2d_small_dsp(p, input, output) || mdt_conv2d_dsp(p, input, output)) {
-        return;
-    }
-#endif
     MDT_PATH(MDT_PATH_CONV_REF);
     for (b = 0; b < p->batches; ++b) {
         const int8_t *in_b = input + b * in_img;
@@ -58,17 +82,11 @@ void mdt_conv2d(const mdt_conv_params *p, const int8_t *input, int8_t *output)
     }
 }
 
-void mdt_depthwise_conv2d(const mdt_dwconv_params *p, const int8_t *input, int8_t *output)
+static void dw_ref(const mdt_dwconv_params *p, const int8_t *input, int8_t *output)
 {
     const int32_t in_row = p->in_w * p->in_c;
     const int32_t in_img = p->in_h * in_row;
     int32_t b, oy, ox, ic, m, ky, kx;
-#if MDT_DSP
-    /* 3x3 kernels take the newer path; other sizes the first-round one (channels in groups of 4) */
-    if (mdt_dw3x3_dsp(p, input, output) || mdt_depthwise_conv2d_dsp(p, input, output)) {
-        return;
-    }
-#endif
     MDT_PATH(MDT_PATH_DW_REF);
     for (b = 0; b < p->batches; ++b) {
         const int8_t *in_b = input + b * in_img;

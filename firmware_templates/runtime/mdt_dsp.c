@@ -1,9 +1,9 @@
 /*
  * mdt_dsp.c - Cortex-M4/M7 fast paths (SMLAD dual 16-bit MACs, SXTB16 byte unpacking): the general
- * CONV_2D (passes of 6/4/3/2/1 output pixels over an im2col scratch, per-call channel tables, the
- * folded requantisation of mdt_dsp_rq.h per channel, the reference for channels outside it), and the
- * first-round DEPTHWISE_CONV_2D path that takes the kernel sizes mdt_dsp_dw.c's 3x3 one leaves;
- * bit-exact with TFLite's reference int8 kernels.
+ * CONV_2D (passes of 6/4/3/2/1 output pixels over an im2col scratch, per-channel records from the
+ * compiler's flash table or built per call, the folded requantisation of mdt_dsp_rq.h per channel,
+ * the reference for channels outside it), and the first-round DEPTHWISE_CONV_2D path that takes the
+ * kernel sizes mdt_dsp_dw.c's 3x3 one leaves; bit-exact with TFLite's reference int8 kernels.
  *
  * Why it is exact: products and sums are the same int32 integers as the reference's, only added in
  * another order (int32 addition is associative), and both requantisations here are exact rewrites
@@ -12,7 +12,7 @@
  *
  * Layout trick: SXTB16 of a word (b0 b1 b2 b3) gives the halfwords (b0, b2) and SXTB16 of the word
  * rotated by 8 gives (b1, b3). Inputs and weights are both unpacked that way, so SMLAD pairs
- * matching elements. Inputs are widened once into a bounded stack scratch (offset already added)
+ * matching elements. Inputs are widened once into the layer's scratch (offset already added)
  * and reused for every output channel; weights stay int8 in flash.
  */
 #include "mdt_dsp.h"
@@ -26,6 +26,7 @@
 #include "mdt_dsp_rq.h"
 #include "mdt_fixedpoint.h"
 #include "mdt_dsp_intrin.h"
+#include "mdt_dsp_chan.h"
 
 #define PIX 6 /* output pixels per pass of the convolution core (slots of the im2col scratch) */
 
@@ -314,106 +315,76 @@ static inline void mac1(const uint32_t *x, const int8_t *w, int32_t ng, int32_t 
     a[0] = a0;
 }
 
-/* Output channels whose constants are tabulated at once (a static table: 16 bytes each, 2 KB). */
+/* Output channels whose constants are tabulated at once (16 bytes each, in the layer's scratch). */
 #define CHUNK_OC 128
 
-/* One output channel's constants, derived once per call instead of once per pass. */
-enum { RQ_FOLD = 0, RQ_POST = 1, RQ_REF = 2, RQ_CONST = 3 }; /* RQ_CONST: an all-zero filter row, output `post` */
+/* chan_t and chan_table_fill: mdt_dsp_chan.h (the compiler builds the same bytes, ops/conv.py) */
+
+/* The front of the conv's scratch: what the tables behind it were made of. The table of the last
+ * chunk is kept between calls where the caller says the region is still this layer's (mdt_scratch
+ * keep: a layer run row by row, mdt_conv2d_rows, calls the kernel once per output row with the same
+ * constants, and rebuilding the table every row cost up to 8 % of a model, KWS), keyed by everything
+ * it is made of (the layer's arrays, in flash, and the fields chan_table_fill reads); likewise
+ * conv_nat's widened weights. Without keep both keys are cleared first: the region holds whatever
+ * the steps before left there. */
 typedef struct {
-    int32_t bias;
-    int32_t m;
-    int32_t k_hi;
-    int8_t sh; /* RQ_FOLD / RQ_POST: the right shift e - 1; RQ_REF: TFLite's shift */
-    int8_t mode;
-    /* 1: mdt_pass6_run takes the channel (RQ_FOLD with a right shift of 2..23, the layer's full int8
-     * range, and a sum that cannot reach 2^30, so that doubling it for SMMLAR cannot overflow) */
-    int8_t fast;
-    int8_t post; /* RQ_POST: the output offset added after the shift; RQ_CONST: the output */
-} chan_t;
-
-/* mdt_pass6_run reads chan_t at fixed offsets (C99: a negative array size fails the build) */
-typedef char chan_t_layout_check[(offsetof(chan_t, bias) == 0 && offsetof(chan_t, m) == 4 &&
-                                  offsetof(chan_t, k_hi) == 8 && offsetof(chan_t, sh) == 12 &&
-                                  offsetof(chan_t, mode) == 13 && offsetof(chan_t, fast) == 14 &&
-                                  offsetof(chan_t, post) == 15 && sizeof(chan_t) == 16)
-                                     ? 1
-                                     : -1];
-
-/* the low word of the folded form's 64-bit constant: 2^30, + 2^31 for a right shift of 1 */
-static inline uint32_t chan_klo(const chan_t *t)
-{
-    return t->sh == 0 ? 0xC0000000u : 0x40000000u;
-}
-
-static inline int64_t chan_k(const chan_t *t)
-{
-    return (int64_t)(((uint64_t)(uint32_t)t->k_hi << 32) | chan_klo(t));
-}
-
-/* Out of line: row-wise execution calls the conv once per output row, so this runs per row; inlined,
- * it costs mdt_conv2d_dsp registers and measured slower (KWS 7,348,120 -> 7,320,720 instr). */
-static __attribute__((noinline)) void chan_table_fill(chan_t *t, const mdt_conv_params *p, int32_t oc0, int32_t n)
-{
-    int32_t i;
-    for (i = 0; i < n; ++i) {
-        const int32_t oc = oc0 + i, mult = p->multiplier[oc], shift = p->shift[oc];
-        const mdt_rqf r = mdt_rqf_make(mult, shift, p->output_offset);
-        t[i].bias = p->bias ? p->bias[oc] : 0;
-        t[i].k_hi = r.k_hi;
-        t[i].m = r.m;
-        t[i].sh = (int8_t)r.sh;
-        t[i].post = (int8_t)r.post;
-        t[i].mode = (int8_t)(!mdt_rqf_ok(mult, shift) ? RQ_REF : (r.post != 0 ? RQ_POST : RQ_FOLD));
-        if (t[i].mode == RQ_REF) {
-            t[i].sh = (int8_t)shift; /* the reference takes the multiplier and the TFLite shift */
-        }
-        /* |sum| <= |bias| + depth * 255 * 128 must stay below 2^30 (depth <= MDT_DSP_MAX_K) */
-        t[i].fast = t[i].mode == RQ_FOLD && r.k_lo == 0x40000000u && p->act_min == -128 && p->act_max == 127 &&
-                    t[i].bias < (1 << 29) && t[i].bias > -(1 << 29) &&
-                    !((p->k_h * p->k_w * p->in_c) % 4 != 0 && oc == p->out_c - 1);
-        if (p->zero_rows != NULL && p->zero_rows[oc]) {
-            /* the sum is the bias at every pixel: one output value for the whole channel */
-            t[i].fast = 0;
-            t[i].mode = RQ_CONST;
-            t[i].post = (int8_t)mdt_clamp(mdt_mbqm(t[i].bias, mult, shift) + p->output_offset, p->act_min, p->act_max);
-        }
-    }
-}
-
-/* The last chunk's table, kept between calls: a layer run row by row (mdt_conv2d_rows) calls the
- * kernel once per output row with the same constants, and rebuilding the table every row cost up to
- * 8 % of a model (KWS). Keyed by everything the table is made of (the layer's arrays, in flash, and
- * the fields chan_table_fill reads); static, so the kernels are not reentrant (the firmware runs one
- * inference at a time). */
-static chan_t chunk_table[CHUNK_OC];
-static struct {
     const int32_t *multiplier, *bias;
     const int8_t *shift;
     const uint8_t *zero_rows;
+    const int8_t *nat_filter; /* NULL: no widened weights behind the table */
     int32_t oc0, n, out_c, depth, output_offset, act_min, act_max;
-} chunk_key = {NULL, NULL, NULL, NULL, -1, 0, 0, 0, 0, 0, 0};
+    int32_t nat_oc0, nat_n, nat_depth;
+} conv_cache;
 
-static const chan_t *chan_table(const mdt_conv_params *p, int32_t oc0, int32_t n)
+/* scratch.py sizes the front by this on the 32-bit cores (C99: a negative array size fails the build) */
+typedef char conv_cache_size_check[sizeof(conv_cache) == 60 ? 1 : -1];
+
+/* The front of the region: the keys and the channel table for min(out_c, CHUNK_OC) channels; NULL
+ * where the region is too small. */
+static chan_t *conv_front(const mdt_conv_params *p, mdt_scratch *s, conv_cache **key)
+{
+    const int32_t nt = p->out_c < CHUNK_OC ? p->out_c : CHUNK_OC;
+    conv_cache *const k = (conv_cache *)mdt_scratch_take(s, (int32_t)sizeof(conv_cache));
+    /* the compiler's table in flash: no room taken for one (chan_table() then reads it) */
+    chan_t *const t = p->chan_table != NULL ? (chan_t *)(uintptr_t)p->chan_table
+                                            : (chan_t *)mdt_scratch_take(s, nt * (int32_t)sizeof(chan_t));
+    if (k == NULL || t == NULL) {
+        return NULL;
+    }
+    if (!s->keep) {
+        k->multiplier = NULL; /* a conv's multipliers are never NULL: no key matches */
+        k->nat_filter = NULL;
+    }
+    *key = k;
+    return t;
+}
+
+static const chan_t *chan_table(const mdt_conv_params *p, int32_t oc0, int32_t n, conv_cache *k, chan_t *t)
 {
     const int32_t depth = p->k_h * p->k_w * p->in_c;
-    if (chunk_key.multiplier != p->multiplier || chunk_key.bias != p->bias || chunk_key.shift != p->shift ||
-        chunk_key.zero_rows != p->zero_rows || chunk_key.oc0 != oc0 || chunk_key.n != n ||
-        chunk_key.out_c != p->out_c || chunk_key.depth != depth || chunk_key.output_offset != p->output_offset ||
-        chunk_key.act_min != p->act_min || chunk_key.act_max != p->act_max) {
-        chan_table_fill(chunk_table, p, oc0, n);
-        chunk_key.multiplier = p->multiplier;
-        chunk_key.bias = p->bias;
-        chunk_key.shift = p->shift;
-        chunk_key.zero_rows = p->zero_rows;
-        chunk_key.oc0 = oc0;
-        chunk_key.n = n;
-        chunk_key.out_c = p->out_c;
-        chunk_key.depth = depth;
-        chunk_key.output_offset = p->output_offset;
-        chunk_key.act_min = p->act_min;
-        chunk_key.act_max = p->act_max;
+    if (p->chan_table != NULL) {
+        /* the whole layer's records, built at compile time: nothing to fill */
+        MDT_PATH(MDT_PATH_CONV_CHAN_CONST);
+        return (const chan_t *)p->chan_table + oc0;
     }
-    return chunk_table;
+    if (k->multiplier != p->multiplier || k->bias != p->bias || k->shift != p->shift ||
+        k->zero_rows != p->zero_rows || k->oc0 != oc0 || k->n != n || k->out_c != p->out_c ||
+        k->depth != depth || k->output_offset != p->output_offset || k->act_min != p->act_min ||
+        k->act_max != p->act_max) {
+        chan_table_fill(t, p, oc0, n);
+        k->multiplier = p->multiplier;
+        k->bias = p->bias;
+        k->shift = p->shift;
+        k->zero_rows = p->zero_rows;
+        k->oc0 = oc0;
+        k->n = n;
+        k->out_c = p->out_c;
+        k->depth = depth;
+        k->output_offset = p->output_offset;
+        k->act_min = p->act_min;
+        k->act_max = p->act_max;
+    }
+    return t;
 }
 
 /* One pass: npix (1..PIX) pixels x the n output channels from oc0, with the `core` of 6, 4, 3, 2 or
@@ -503,6 +474,10 @@ static inline __attribute__((always_inline)) void conv_pass_f(const uint32_t *co
  * r0 cols, r1 w, r2 t, r3 n, [sp] out, [sp+4] out_c, [sp+8] ng, [sp+12] depth (+48 once pushed). */
 int32_t mdt_pass6_run(const uint32_t *cols, const int8_t *w, const chan_t *t, int32_t n, int8_t *out, int32_t out_c,
                       int32_t ng, int32_t depth);
+/* The same over 5 pixels (scratch slots 0..4: a row 5 pixels wide run row by row, KWS's 25 x 5 maps'
+ * last pass): one pass of 6 for 5 outputs did a sixth more MACs. */
+int32_t mdt_pass5_run(const uint32_t *cols, const int8_t *w, const chan_t *t, int32_t n, int8_t *out, int32_t out_c,
+                      int32_t ng, int32_t depth);
 /* The same over 4 pixels (scratch slots 0..3; the 4-pixel tail of a layer, 3x3 maps' last pass). */
 int32_t mdt_pass4_run(const uint32_t *cols, const int8_t *w, const chan_t *t, int32_t n, int8_t *out, int32_t out_c,
                       int32_t ng, int32_t depth);
@@ -534,6 +509,8 @@ __asm__(
     "    .endif\n"
     "    .if \\npix > 4\n"
     "    MDT_X 4, r8\n"
+    "    .endif\n"
+    "    .if \\npix > 5\n"
     "    MDT_X 5, r9\n"
     "    .endif\n"
     "    ldrd r11, r12, [r0], #48\n"
@@ -577,6 +554,8 @@ __asm__(
     "    mov r7, r4\n"
     "    .if \\npix > 4\n"
     "    mov r8, r4\n"
+    "    .endif\n"
+    "    .if \\npix > 5\n"
     "    mov r9, r4\n"
     "    .endif\n"
     "    ldr r0, [sp, #0]\n"
@@ -602,13 +581,15 @@ __asm__(
     "    add r11, r11, #1\n"
     "    MDT_RQ r4, 0\n"
     "    MDT_RQ r5, 0\n"
-    "    .if \\npix > 4\n"
     "    MDT_RQ r6, 0\n"
+    "    .if \\npix > 5\n"
     "    MDT_RQ r7, 0\n"
     "    MDT_RQ r8, 0\n"
     "    MDT_RQ r9, 1\n"
+    "    .elseif \\npix > 4\n"
+    "    MDT_RQ r7, 0\n"
+    "    MDT_RQ r8, 1\n"
     "    .else\n"
-    "    MDT_RQ r6, 0\n"
     "    MDT_RQ r7, 1\n"
     "    .endif\n"
     ".Lnext\\@:\n"
@@ -641,6 +622,7 @@ __asm__(
     ".size \\name, .-\\name\n"
     ".endm\n"
     "MDT_PASS mdt_pass6_run, 6\n"
+    "MDT_PASS mdt_pass5_run, 5\n"
     "MDT_PASS mdt_pass4_run, 4\n"
     ".popsection\n"
 );
@@ -759,23 +741,24 @@ static int32_t core_for(int32_t npix)
 
 static __attribute__((noinline)) void conv_pass(const uint32_t *cols, const int16_t tail[PIX][4], int32_t depth,
                                                 int32_t npix, const mdt_conv_params *p, const chan_t *t,
-                                                int32_t oc0, int32_t n, int8_t *out)
+                                                int32_t oc0, int32_t n, int8_t *out, int8_t *buf)
 {
     const int32_t core = core_for(npix);
     if (npix < PIX && depth % 4 == 0 && p->act_min == -128 && p->act_max == 127 && n <= CHUNK_OC) {
-        /* a short pass (a row narrower than 6 pixels, the last pass): 4 pixels by the 4-pixel
-         * assembly, fewer into a buffer by the 4- or 6-pixel one (the scratch's spare slots repeat the
-         * last pixel), then the real pixels copied out */
-        int8_t buf[PIX * CHUNK_OC];
+        /* a short pass (a row narrower than 6 pixels, the last pass): 4 or 5 pixels by the 4- or
+         * 5-pixel assembly, fewer into `buf` (PIX x n bytes of the scratch, taken for those only) by
+         * the 4-pixel one (the scratch's spare slots repeat the last pixel), then the real pixels
+         * copied out */
         const int8_t *w = p->filter + oc0 * depth;
         const int32_t ng = (depth + 3) / 4;
         int32_t i, q;
         for (i = 0; i < n && (t[i].fast || t[i].mode == RQ_CONST); ++i) {
         }
-        if (i == n && npix == 4 && mdt_pass4_run(cols, w, t, n, out + oc0, p->out_c, ng, depth) == n) {
+        if (i == n && npix >= 4 &&
+            (npix == 4 ? mdt_pass4_run : mdt_pass5_run)(cols, w, t, n, out + oc0, p->out_c, ng, depth) == n) {
             return;
         }
-        if (i == n && (npix < 4 ? mdt_pass4_run : mdt_pass6_run)(cols, w, t, n, buf, n, ng, depth) == n) {
+        if (i == n && npix < 4 && buf != NULL && mdt_pass4_run(cols, w, t, n, buf, n, ng, depth) == n) {
             for (q = 0; q < npix; ++q) {
                 int8_t *dst = out + q * p->out_c + oc0;
                 for (i = 0; i < n; ++i) {
@@ -822,11 +805,11 @@ static __attribute__((noinline)) void conv_pass(const uint32_t *cols, const int1
 
 /* im2col of one output pixel for any in_c into slot `slot`: bytes first (padding = the input zero
  * point, rows inside the image copied a word at a time), widened over ceil(depth / 4) groups with
- * the last group's positions past the depth zero; the depth % 4 tail also goes to `tail`. */
+ * the last group's positions past the depth zero; the depth % 4 tail also goes to `tail`. `row`:
+ * depth + 8 bytes of the scratch for the bytes. */
 static void gather_bytes_f(uint32_t *cols, int16_t tail[4], int32_t slot, const int8_t *in_b, int32_t oy,
-                           int32_t ox, const mdt_conv_params *p, int32_t off2)
+                           int32_t ox, const mdt_conv_params *p, int32_t off2, int8_t *row)
 {
-    int8_t row[MDT_DSP_MAX_K + 8];
     const int32_t iy0 = oy * p->stride_h - p->pad_h;
     const int32_t ix0 = ox * p->stride_w - p->pad_w;
     const int32_t in_c = p->in_c, k_w = p->k_w, dil_w = p->dil_w;
@@ -904,8 +887,8 @@ static void gather_words(uint32_t *cols, int32_t slot, const int8_t *in_b, int32
  * as 0, which is what a padded tap contributes), so a pixel's patch is k_h contiguous runs of
  * k_w * in_c halfwords copied by words; the weights are widened once per call into natural int16
  * pairs, both zero-padded to whole groups of 4, so there is no depth tail. */
-#define NAT_ROW_HALF 1536 /* halfwords of widened input rows (3 KB of stack) */
-#define NAT_W_HALF 2560   /* halfwords of widened weights (5 KB, static: see nat_wbuf) */
+#define NAT_ROW_HALF 1536 /* halfwords of widened input rows at most (3 KB of the scratch) */
+#define NAT_W_HALF 2560   /* halfwords of widened weights at most (5 KB of the scratch) */
 #define NAT_MAX_G 24      /* groups of 4 depth elements (depth <= 96) */
 #define NAT_SLOT_HALF 96  /* a pixel's patch in the scratch: NAT_MAX_G groups (1.2 KB for PIX) */
 #define NAT_MAX_KH 16     /* kernel rows */
@@ -1004,19 +987,16 @@ static inline void nat_gather(int16_t *slot, const int16_t *const *rows, int32_t
     }
 }
 
-/* The widened weights of the last chunk, kept between calls like chunk_table (row-wise layers call
- * once per output row); word aligned for LDRD. */
-static int16_t nat_wbuf[NAT_W_HALF] __attribute__((aligned(4)));
-static const int8_t *nat_w_key;
-static int32_t nat_w_oc0 = -1, nat_w_n, nat_w_depth;
-
-/* Two ways to hold the widened input: the whole image when it fits in the buffer (widened once per
- * call, passes run across output rows), else the k_h rows of one output row (widened per row). */
-static int conv_nat(const mdt_conv_params *p, const int8_t *input, int8_t *output)
+/* Two ways to hold the widened input: the whole image when it fits in NAT_ROW_HALF (widened once per
+ * call, passes run across output rows), else the k_h rows of one output row (widened per row). The
+ * scratch after the front: the widened weights of a chunk unless the compiler wrote the layer's to
+ * flash (first: kept between calls with the table, keyed in the front), the widened rows, the PIX patches (LDRD reads them), the k_h row
+ * pointers of a pass. */
+static __attribute__((noinline)) int conv_nat(const mdt_conv_params *p, const int8_t *input, int8_t *output,
+                                               mdt_scratch s, conv_cache *key, chan_t *tbl)
 {
-    int16_t buf[NAT_ROW_HALF];
-    int16_t cols[PIX * NAT_SLOT_HALF] __attribute__((aligned(4))); /* LDRD reads it */
-    const int16_t *rows[NAT_MAX_KH];
+    int16_t *nat_wbuf, *buf, *cols;
+    const int16_t **rows;
     const int32_t in_c = p->in_c, seg = p->k_w * in_c, depth = p->k_h * seg, ng = (depth + 3) / 4;
     /* columns of a widened row: the left padding, the image, and whatever the last window reads past it */
     const int32_t reach = (p->out_w - 1) * p->stride_w + p->k_w;
@@ -1028,6 +1008,17 @@ static int conv_nat(const mdt_conv_params *p, const int8_t *input, int8_t *outpu
     int32_t b, oc0, g;
     if (p->dil_w != 1 || ng > NAT_MAX_G || p->k_h > NAT_MAX_KH || (p->k_h + 1) * pitch > NAT_ROW_HALF ||
         per_chunk < 1) {
+        return 0;
+    }
+    /* the compiler's widened rows in flash (mdt_conv_params.nat_weights): no room taken, nothing widened */
+    nat_wbuf = p->nat_weights != NULL
+                   ? (int16_t *)(uintptr_t)p->nat_weights
+                   : (int16_t *)mdt_scratch_take(
+                         &s, (p->out_c < per_chunk ? p->out_c : per_chunk) * 4 * ng * (int32_t)sizeof(int16_t));
+    buf = (int16_t *)mdt_scratch_take(&s, (whole ? p->in_h + 1 : p->k_h + 1) * pitch * (int32_t)sizeof(int16_t));
+    cols = (int16_t *)mdt_scratch_take(&s, PIX * NAT_SLOT_HALF * (int32_t)sizeof(int16_t));
+    rows = (const int16_t **)mdt_scratch_take(&s, p->k_h * (int32_t)sizeof(const int16_t *));
+    if (nat_wbuf == NULL || buf == NULL || cols == NULL || rows == NULL) {
         return 0;
     }
     MDT_PATH(MDT_PATH_CONV_NAT);
@@ -1047,17 +1038,20 @@ static int conv_nat(const mdt_conv_params *p, const int8_t *input, int8_t *outpu
         for (oc0 = 0; oc0 < p->out_c; oc0 += per_chunk) {
             const int32_t n = p->out_c - oc0 < per_chunk ? p->out_c - oc0 : per_chunk;
             int32_t i, pix;
-            const chan_t *const table = chan_table(p, oc0, n);
-            if (nat_w_key != p->filter || nat_w_oc0 != oc0 || nat_w_n != n || nat_w_depth != depth) {
+            const chan_t *const table = chan_table(p, oc0, n, key, tbl);
+            const int16_t *const wbuf = p->nat_weights != NULL ? nat_wbuf + oc0 * 4 * ng : nat_wbuf;
+            if (p->nat_weights != NULL) {
+                MDT_PATH(MDT_PATH_CONV_NAT_CONST);
+            } else if (key->nat_filter != p->filter || key->nat_oc0 != oc0 || key->nat_n != n || key->nat_depth != depth) {
                 for (i = 0; i < n; ++i) {
                     int16_t *wr = nat_wbuf + i * 4 * ng;
                     widen_nat(wr, p->filter + (oc0 + i) * depth, depth, 0, 0);
                     zero_half(wr + depth, 4 * ng - depth);
                 }
-                nat_w_key = p->filter;
-                nat_w_oc0 = oc0;
-                nat_w_n = n;
-                nat_w_depth = depth;
+                key->nat_filter = p->filter;
+                key->nat_oc0 = oc0;
+                key->nat_n = n;
+                key->nat_depth = depth;
             }
             for (pix = 0; pix < npix_total;) {
                 /* a pass: up to PIX pixels, within one output row unless the whole image is held */
@@ -1089,7 +1083,7 @@ static int conv_nat(const mdt_conv_params *p, const int8_t *input, int8_t *outpu
                         qy++;
                     }
                 }
-                pass_nat(cols, nat_wbuf, ng, npix, p, table, n, out_b + pix * p->out_c + oc0);
+                pass_nat(cols, wbuf, ng, npix, p, table, n, out_b + pix * p->out_c + oc0);
                 pix += npix;
             }
         }
@@ -1097,27 +1091,39 @@ static int conv_nat(const mdt_conv_params *p, const int8_t *input, int8_t *outpu
     return 1;
 }
 
-int mdt_conv2d_dsp(const mdt_conv_params *p, const int8_t *input, int8_t *output)
+/* The scratch: the front (keys, channel table), then conv_nat's buffers or the im2col of PIX pixels
+ * (2 words per group of 4 depth elements and pixel, one group spare), the bytes of one pixel's
+ * patch (few channels only) and, where a pass is shorter than PIX and conv_pass takes it by the
+ * assembly, PIX outputs per channel of a chunk. */
+static __attribute__((noinline)) int conv_im2col(const mdt_conv_params *p, const int8_t *input, int8_t *output,
+                                                  mdt_scratch s, conv_cache *key, const chan_t *tbl)
 {
-    uint32_t cols[2 * PIX * (MDT_DSP_MAX_K / 4 + 1)];
+    uint32_t *cols;
+    int8_t *row = NULL, *pass_buf = NULL;
     int16_t tail[PIX][4] = {{0}};
     const int32_t depth = p->k_h * p->k_w * p->in_c;
     const int32_t off2 = (int32_t)(((uint32_t)(uint16_t)p->input_offset << 16) | (uint16_t)p->input_offset);
     const int32_t npix_total = p->out_h * p->out_w;
     const int words = (p->in_c % 4) == 0;
     int32_t b, oc0;
-    if (depth > MDT_DSP_MAX_K) {
-        return 0;
+    key->nat_filter = NULL; /* the buffers below overwrite conv_nat's widened weights */
+    cols = (uint32_t *)mdt_scratch_take(&s, 2 * PIX * ((depth + 3) / 4 + 1) * (int32_t)sizeof(uint32_t));
+    if (!words) {
+        row = (int8_t *)mdt_scratch_take(&s, depth + 8);
     }
-    if (!words && conv_nat(p, input, output)) {
-        return 1;
+    if (npix_total % PIX != 0 && npix_total % PIX < 4 && depth % 4 == 0 && p->act_min == -128 &&
+        p->act_max == 127) {
+        pass_buf = (int8_t *)mdt_scratch_take(&s, PIX * (p->out_c < CHUNK_OC ? p->out_c : CHUNK_OC));
+    }
+    if (cols == NULL || (!words && row == NULL)) {
+        return 0; /* pass_buf is optional: conv_pass has the C pass without it */
     }
     MDT_PATH(words ? MDT_PATH_CONV_WORDS : MDT_PATH_CONV_BYTES);
     /* channels in chunks of CHUNK_OC, each over all pixels (the im2col is redone per chunk: cheap
      * next to the chunk's MACs) */
     for (oc0 = 0; oc0 < p->out_c; oc0 += CHUNK_OC) {
         const int32_t n = p->out_c - oc0 < CHUNK_OC ? p->out_c - oc0 : CHUNK_OC;
-        const chan_t *const table = chan_table(p, oc0, n);
+        const chan_t *const table = chan_table(p, oc0, n, key, (chan_t *)tbl);
         for (b = 0; b < p->batches; ++b) {
             const int8_t *in_b = input + b * p->in_h * p->in_w * p->in_c;
             int8_t *out_b = output + b * npix_total * p->out_c;
@@ -1126,21 +1132,40 @@ int mdt_conv2d_dsp(const mdt_conv_params *p, const int8_t *input, int8_t *output
                 const int32_t npix = npix_total - pix < PIX ? npix_total - pix : PIX;
                 /* every slot: the short-pass assembly reads all six */
                 const int32_t nslots = PIX;
-                int32_t s;
-                for (s = 0; s < nslots; ++s) {
+                int32_t sl;
+                for (sl = 0; sl < nslots; ++sl) {
                     /* missing pixels of the last pass repeat the last one; their outputs are not stored */
-                    const int32_t q = pix + (s < npix ? s : npix - 1);
+                    const int32_t q = pix + (sl < npix ? sl : npix - 1);
                     if (words) {
-                        gather_words(cols, s, in_b, q / p->out_w, q % p->out_w, p, off2);
+                        gather_words(cols, sl, in_b, q / p->out_w, q % p->out_w, p, off2);
                     } else {
-                        gather_bytes_f(cols, tail[s], s, in_b, q / p->out_w, q % p->out_w, p, off2);
+                        gather_bytes_f(cols, tail[sl], sl, in_b, q / p->out_w, q % p->out_w, p, off2, row);
                     }
                 }
-                conv_pass(cols, (const int16_t(*)[4])tail, depth, npix, p, table, oc0, n, out_b + pix * p->out_c);
+                conv_pass(cols, (const int16_t(*)[4])tail, depth, npix, p, table, oc0, n, out_b + pix * p->out_c,
+                          pass_buf);
             }
         }
     }
     return 1;
+}
+
+/* The two paths in their own frames: only the one that runs is on the stack. */
+int mdt_conv2d_dsp(const mdt_conv_params *p, const int8_t *input, int8_t *output, mdt_scratch s)
+{
+    conv_cache *key = NULL;
+    chan_t *tbl;
+    if (p->k_h * p->k_w * p->in_c > MDT_DSP_MAX_K) {
+        return 0;
+    }
+    tbl = conv_front(p, &s, &key);
+    if (tbl == NULL) {
+        return 0;
+    }
+    if (p->in_c % 4 != 0 && conv_nat(p, input, output, s, key, tbl)) {
+        return 1;
+    }
+    return conv_im2col(p, input, output, s, key, tbl);
 }
 
 /* Depthwise, depth multiplier 1, channels in groups of 4: SMLABB / SMLATT on the unpacked lanes.

@@ -24,28 +24,34 @@
 #define MDT_DSP 0
 #endif
 
-/* Largest im2col depth (k_h * k_w * in_c) and FC input depth the stack scratch holds. Stack use of
- * the fast paths at the defaults (each its own frame, never nested): conv 6 pixels x 161 groups x 8
- * bytes of widened im2col + a 768-byte short-pass buffer = 8.5 KB; conv over few input channels 4.3 KB
- * of widened rows and patches; small-depth conv 2.3 KB; depthwise 7.5 KB of transposed rows + 0.5 KB
- * of sums; ADD 2 KB of tables; FC 1.3 KB. Static (kept between the calls of a layer run row by
- * row): the conv's 128-channel constant table, 2 KB, and 5 KB of widened few-channel weights. */
+/* Working memory: every fast path takes its buffers and per-call tables from the mdt_scratch region
+ * the compiler reserves in the arena for the layer's step (microt_deploy/compiler/scratch.py sizes
+ * it for the path that shape takes, mirroring the checks below), not from the stack or statics; a
+ * path that finds the region too small returns 0 and the portable kernel runs. What stays on the
+ * stack is their frames, under 300 bytes each (gcc -fstack-usage, -O2): a whole inference of the
+ * MLPerf Tiny models paints under 1 KB (tests/compiler/test_scratch.py).
+ *
+ * Largest im2col depth (k_h * k_w * in_c) of the general conv and input depth of the FC fast path.
+ * No longer a stack bound: it caps the arena those paths claim (the conv's widened im2col is 12 bytes
+ * per depth element, the FC's 2), so that a deep layer runs the portable kernel in place of growing
+ * the arena by tens of KB; and the conv's fast requantisation needs |bias| + depth * 255 * 128 < 2^30
+ * (bias < 2^29), which holds up to a depth of 16448. */
 #ifndef MDT_DSP_MAX_K
 #define MDT_DSP_MAX_K 640
 #endif
 
-/* Columns of the depthwise fast path's transposed rows (its stack buffer is 4 channels x 7.5 rows of
- * this many int16, 7.5 KB at the default); wider output rows take the general DSP path. */
+/* Columns of the depthwise fast path's transposed rows: its asm passes exist for pitches of 16, 32,
+ * 64 and 128 int16 (row offsets are immediates); wider output rows take the general DSP path. */
 #ifndef MDT_DSP_DW_COLS
 #define MDT_DSP_DW_COLS 128
 #endif
 
 #if MDT_DSP
-int mdt_add_dsp(const mdt_add_params *p, const int8_t *input1, const int8_t *input2, int8_t *output);
-int mdt_conv2d_small_dsp(const mdt_conv_params *p, const int8_t *input, int8_t *output);
-int mdt_fc_rows3_dsp(const mdt_fc_params *p, const int8_t *input, int8_t *output);
-int mdt_dw3x3_dsp(const mdt_dwconv_params *p, const int8_t *input, int8_t *output);
-int mdt_conv2d_dsp(const mdt_conv_params *p, const int8_t *input, int8_t *output);
+int mdt_add_dsp(const mdt_add_params *p, const int8_t *input1, const int8_t *input2, int8_t *output, mdt_scratch s);
+int mdt_conv2d_small_dsp(const mdt_conv_params *p, const int8_t *input, int8_t *output, mdt_scratch s);
+int mdt_fc_rows3_dsp(const mdt_fc_params *p, const int8_t *input, int8_t *output, mdt_scratch s);
+int mdt_dw3x3_dsp(const mdt_dwconv_params *p, const int8_t *input, int8_t *output, mdt_scratch s);
+int mdt_conv2d_dsp(const mdt_conv_params *p, const int8_t *input, int8_t *output, mdt_scratch s);
 int mdt_depthwise_conv2d_dsp(const mdt_dwconv_params *p, const int8_t *input, int8_t *output);
 #endif
 

@@ -30,6 +30,7 @@
 #if MDT_DSP
 
 #include <arm_acle.h>
+#include <stddef.h>
 
 #include "mdt_fixedpoint.h"
 #include "mdt_dsp_intrin.h"
@@ -37,12 +38,12 @@
 #if defined(__thumb2__)
 
 /* Output channels per table (one table per block of channels, rebuilt every call: in-place layers
- * call once per output row) and pixels per gathered chunk. Stack: the table 13 x 32 + 4 words
- * (1.7 KB) + the chunk 16 x 16 bytes + the callees' frames (table builder 148 bytes, loop 64):
- * 2.3 KB in all (gcc -fstack-usage at -O2: 8 + 2152 + 148 bytes). */
+ * call once per output row) and pixels per gathered chunk. Both live in the layer's scratch: the
+ * table S words per channel of a block + the end entry (S = 9 / 13 at depth <= 8 / 16; the end
+ * entry's words up to its PC word: 9 / 4), the chunk nb bytes per pixel of a pass where the input is
+ * not streamed; the frames that remain are the table builder's and the loop's (about 200 bytes). */
 #define SMALL_CB 32
 #define SMALL_PIX 16
-#define SMALL_TBL (13 * SMALL_CB + 4)
 
 /* What the assembly loop reads, copied whole to its frame. `in` walks pixels of 8 (depth <= 8) or 16
  * bytes (the im2col row, padded with -input_offset, which widens to 0). */
@@ -519,10 +520,8 @@ static void ref_channel(const mdt_conv_params *p, const int8_t *in_b, int32_t oc
 
 /* The layer once the depth is known to fit (the frame with the table is only set up here). */
 static __attribute__((noinline)) void small_conv(const mdt_conv_params *p, const int8_t *input, int8_t *output,
-                                                 int32_t depth)
+                                                 int32_t depth, uint32_t *tbl, int8_t *chunk)
 {
-    uint32_t tbl[SMALL_TBL];
-    int8_t chunk[SMALL_PIX * 16] __attribute__((aligned(4)));
     const int wide = depth > 8;
     const int32_t nb = wide ? 16 : 8; /* bytes per pixel the loop reads */
     const int32_t S = wide ? 13 : 9;  /* words per table entry */
@@ -590,25 +589,46 @@ static __attribute__((noinline)) void small_conv(const mdt_conv_params *p, const
     }
 }
 
-int mdt_conv2d_small_dsp(const mdt_conv_params *p, const int8_t *input, int8_t *output)
+int mdt_conv2d_small_dsp(const mdt_conv_params *p, const int8_t *input, int8_t *output, mdt_scratch s)
 {
     const int32_t depth = p->k_h * p->k_w * p->in_c;
+    const int wide = depth > 8;
+    const int32_t nb = wide ? 16 : 8, S = wide ? 13 : 9;
+    const int32_t npix_total = p->out_h * p->out_w;
+    const int32_t cb = p->out_c < SMALL_CB ? p->out_c : SMALL_CB;
+    /* the streamed pointwise case (small_conv) reads the input in place: no chunk */
+    const int stream = p->in_c == nb && p->k_h == 1 && p->k_w == 1 && p->stride_h == 1 && p->stride_w == 1 &&
+                       p->pad_h == 0 && p->pad_w == 0 && p->in_h == p->out_h && p->in_w == p->out_w;
+    uint32_t *tbl;
+    int8_t *chunk = NULL;
     if (depth > 16 || depth < 1 || p->input_offset < -127 || p->input_offset > 128 || p->output_offset < -128 ||
         p->output_offset > 128) {
         return 0;
     }
+    if (npix_total > 0) {
+        tbl = (uint32_t *)mdt_scratch_take(&s, 4 * (cb * S + (wide ? 4 : 9)));
+        if (!stream) {
+            chunk = (int8_t *)mdt_scratch_take(&s, (npix_total < SMALL_PIX ? npix_total : SMALL_PIX) * nb);
+        }
+        if (tbl == NULL || (!stream && chunk == NULL)) {
+            return 0;
+        }
+    } else {
+        tbl = NULL; /* small_conv returns before it reads anything */
+    }
     MDT_PATH(MDT_PATH_CONV_SMALL);
-    small_conv(p, input, output, depth);
+    small_conv(p, input, output, depth, tbl, chunk);
     return 1;
 }
 
 #else /* not Thumb-2: the general DSP path */
 
-int mdt_conv2d_small_dsp(const mdt_conv_params *p, const int8_t *input, int8_t *output)
+int mdt_conv2d_small_dsp(const mdt_conv_params *p, const int8_t *input, int8_t *output, mdt_scratch s)
 {
     (void)p;
     (void)input;
     (void)output;
+    (void)s;
     return 0;
 }
 

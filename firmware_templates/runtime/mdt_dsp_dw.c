@@ -2,8 +2,8 @@
  * mdt_dsp_dw.c - Cortex-M4 fast path of DEPTHWISE_CONV_2D for 3x3 kernels (depth multiplier 1, no
  * dilation, horizontal stride 1 or 2), bit-exact with TFLite's reference DepthwiseConvPerChannel.
  *
- * Two layouts of the input in a bounded stack buffer of int16 (input offset added, padding as 0,
- * which is what a padded tap contributes in the reference):
+ * Two layouts of the input in a buffer of int16 in the layer's scratch (input offset added, padding
+ * as 0, which is what a padded tap contributes in the reference):
  *  - transposed rows, [row][channel][column] for a group of 4 channels (the band's rows transposed
  *    once per group, 4 pixels in 23 instructions). Per channel, asm sums of four adjacent outputs
  *    per iteration (stride 1: 3 word loads and 8 multiply-accumulates per kernel row, the weight
@@ -29,6 +29,8 @@
  * an activation range narrower than int8) take the C requantisation of mdt_dsp_rq.h or the
  * reference's.
  */
+#include <stddef.h>
+
 #include "mdt_dsp.h"
 
 #if MDT_DSP
@@ -37,12 +39,14 @@
 #include "mdt_fixedpoint.h"
 #include "mdt_dsp_intrin.h"
 
-/* The transposed buffer: 4 channels x rows x pitch int16 (7.5 KB at the default 128 columns: 7 rows
- * of 128, 15 of 64, 30 of 32, 60 of 16), the pitch the narrowest of 16, 32, 64, 128 that holds the
- * columns a row's outputs read (each pitch has its own asm passes: row offsets are immediates).
- * Sums: DW_ACC of a band's rows at once, + 4 for the last iteration's unused outputs. Stack: the
- * two, 7.5 KB + 0.5 KB, and about 0.8 KB of frames (mdt_dw3x3_dsp's, mdt_dw_band's, the
- * transposition's), under the 9.1 KB the previous version of this path took. */
+/* The transposed buffer: 4 channels x rows x pitch int16, the pitch the narrowest of 16, 32, 64, 128
+ * that holds the columns a row's outputs read (each pitch has its own asm passes: row offsets are
+ * immediates). A band holds at most DW_BUF int16 (7.5 KB: 7 rows of 128, 15 of 64, 30 of 32, 60 of
+ * 16); the buffer itself is in the layer's scratch, as many of those rows as the layer's bands use
+ * (3 for a row-wise call), after the C path's context (dw_ctx: sums, DW_ACC of a band's rows at once
+ * + 4 for the last iteration's unused outputs, and a channel's job). The band descriptor and
+ * the transposition's job are there too (dw_call); the stack keeps mdt_dw3x3_dsp's and the asm
+ * routines' own frames. */
 #define DW_COLS MDT_DSP_DW_COLS
 #define DW_BUF (GROUP * 15 * DW_COLS / 2)
 #define GROUP 4
@@ -909,8 +913,8 @@ static __attribute__((noinline)) int dw_all_fast(const mdt_dwconv_params *p)
  * the group allows it; then, after the geometry pointer, m, 2^(e-1) + off 2^e and e for the asm
  * requantisation, e = 0 for a channel it does not take: the C requantises that one), then the asm
  * passes per chunk of rows. t0: channel c0's first row at the first output's first tap. */
-static void dw_group(const mdt_dwconv_params *p, dw_ctx *x, int32_t c0, int32_t n, const int16_t *t0, int8_t *o0,
-                     int32_t nrows)
+static __attribute__((noinline)) void dw_group(const mdt_dwconv_params *p, dw_ctx *x, int32_t c0, int32_t n,
+                                               const int16_t *t0, int8_t *o0, int32_t nrows)
 {
     const int32_t C = p->in_c, off = p->output_offset, out_w = p->out_w;
     const int8_t *f = p->filter + c0;
@@ -952,8 +956,8 @@ static void dw_group(const mdt_dwconv_params *p, dw_ctx *x, int32_t c0, int32_t 
 
 /* The direct path (mdt_dw_direct_s*): layers of at most DW_DIRECT_MAX outputs per channel, all
  * channels in the fast requantisation's case; the whole output at once. */
-static int dw_direct_layer(const mdt_dwconv_params *p, const int8_t *input, int8_t *output, int16_t *buf,
-                           int32_t *acc)
+static __attribute__((noinline)) int dw_direct_layer(const mdt_dwconv_params *p, const int8_t *input,
+                                                      int8_t *output, int16_t *buf, int32_t *acc)
 {
     dw_direct d;
     const int32_t C = p->in_c, in_h = p->in_h, in_w = p->in_w, out_h = p->out_h, out_w = p->out_w;
@@ -1004,12 +1008,24 @@ static int dw_direct_layer(const mdt_dwconv_params *p, const int8_t *input, int8
     return 1;
 }
 
-int mdt_dw3x3_dsp(const mdt_dwconv_params *p, const int8_t *input, int8_t *output)
-{
-    int16_t buf[DW_BUF] __attribute__((aligned(8)));
+/* A call's descriptors, in the scratch with the sums (off the stack: the asm routines' own frames
+ * come on top of the caller's) */
+typedef struct {
     dw_ctx x;
     dw_band bd;
-    int32_t tr[7];
+    int32_t tr[7]; /* the transposition's job */
+} dw_call;
+
+/* scratch.py sizes dw_call by this (C99: a negative array size fails the build) */
+typedef char dw_call_size_check[sizeof(dw_call) == 764 ? 1 : -1];
+
+int mdt_dw3x3_dsp(const mdt_dwconv_params *p, const int8_t *input, int8_t *output, mdt_scratch s)
+{
+    int16_t *buf;
+    dw_call *const call = (dw_call *)mdt_scratch_take(&s, (int32_t)sizeof(dw_call));
+    dw_ctx *const x = call != NULL ? &call->x : NULL;
+    dw_band *const bd = call != NULL ? &call->bd : NULL;
+    int32_t *const tr = call != NULL ? call->tr : NULL;
     const int32_t C = p->in_c, in_h = p->in_h, in_w = p->in_w, out_h = p->out_h, out_w = p->out_w;
     const int32_t stride = p->stride_w, stride_h = p->stride_h, pad_w = p->pad_w, pad_h = p->pad_h;
     const int32_t in_off = p->input_offset;
@@ -1033,45 +1049,60 @@ int mdt_dw3x3_dsp(const mdt_dwconv_params *p, const int8_t *input, int8_t *outpu
         pad_w < 0 || ix_end < 1 || pitch > DW_COLS || ncols > pitch) {
         return 0;
     }
-    fast = dw_all_fast(p);
-    if (fast && out_h * out_w <= DW_DIRECT_MAX && dw_direct_layer(p, input, output, buf, x.acc)) {
-        MDT_PATH(MDT_PATH_DW3_DIRECT);
-        return 1;
+    if (call == NULL) {
+        return 0;
     }
-    MDT_PATH(fast ? MDT_PATH_DW3_BAND : MDT_PATH_DW3_C);
+    fast = dw_all_fast(p);
+    if (fast && out_h * out_w <= DW_DIRECT_MAX) {
+        /* the direct path's interleaved rows: (out_h - 1) * stride_h + 3 rows of its ncols columns */
+        const int32_t dcols = (out_w - 1) * stride + 3, drows = (out_h - 1) * stride_h + 3;
+        if (drows * dcols * GROUP <= DW_BUF) {
+            mdt_scratch d = s;
+            buf = (int16_t *)mdt_scratch_take(&d, drows * dcols * GROUP * (int32_t)sizeof(int16_t));
+            if (buf != NULL && dw_direct_layer(p, input, output, buf, x->acc)) {
+                MDT_PATH(MDT_PATH_DW3_DIRECT);
+                return 1;
+            }
+        }
+    }
     {
         /* the padding columns of the rows in use: zero for the whole call (the transposes only
-         * write the others) */
+         * write the others); the bands use no more rows than these */
         const int32_t used = (out_h - 1) * stride_h + 3 < rows_cap ? (out_h - 1) * stride_h + 3 : rows_cap;
+        buf = (int16_t *)mdt_scratch_take(&s, used * GROUP * pitch * (int32_t)sizeof(int16_t));
+        if (buf == NULL) {
+            return 0;
+        }
+        MDT_PATH(fast ? MDT_PATH_DW3_BAND : MDT_PATH_DW3_C);
         zero_cols(buf, pitch, 0, used, 0, lead + pad_w);
         zero_cols(buf, pitch, 0, used, lead + pad_w + ix_end, ncols);
     }
-    x.chunk = DW_ACC / out_w;
-    x.full = p->act_min == -128 && p->act_max == 127;
-    x.pitch = pitch;
-    x.trow = stride_h * GROUP * pitch;
-    x.geo[0] = bd.tadv = stride_h * rs - (stride == 1 ? 8 : 16) * nq - (pair ? 4 * stride : 0);
-    x.geo[1] = bd.aadv = 4 * out_w - 16 * nq - 8 * pair;
-    x.geo[2] = bd.grp = 16 * nq;
-    x.geo[3] = bd.pair = pair;
-    x.geo[4] = bd.C = C;
-    bd.rows = dw_rows_tab[stride - 1][pi];
-    x.geo[5] = (int32_t)(intptr_t)bd.rows;
-    x.geo[6] = bd.tstride = 2 * pitch;
-    x.job[10] = (int32_t)(intptr_t)x.geo;
-    bd.acc = x.acc;
-    bd.filter = p->filter;
-    bd.bias = p->bias;
-    bd.mult = p->multiplier;
-    bd.shift = p->shift;
-    bd.off21 = 2 * p->output_offset + 1;
-    bd.channels = C;
-    bd.tr_fn = dw_tr_tab[pi];
-    bd.chunk = x.chunk;
-    bd.row_acc = 4 * out_w;
-    bd.chunk_t = 2 * x.chunk * x.trow;
-    bd.chunk_out = x.chunk * out_w * C;
-    bd.t_band = buf + lead;
+    x->chunk = DW_ACC / out_w;
+    x->full = p->act_min == -128 && p->act_max == 127;
+    x->pitch = pitch;
+    x->trow = stride_h * GROUP * pitch;
+    x->geo[0] = bd->tadv = stride_h * rs - (stride == 1 ? 8 : 16) * nq - (pair ? 4 * stride : 0);
+    x->geo[1] = bd->aadv = 4 * out_w - 16 * nq - 8 * pair;
+    x->geo[2] = bd->grp = 16 * nq;
+    x->geo[3] = bd->pair = pair;
+    x->geo[4] = bd->C = C;
+    bd->rows = dw_rows_tab[stride - 1][pi];
+    x->geo[5] = (int32_t)(intptr_t)bd->rows;
+    x->geo[6] = bd->tstride = 2 * pitch;
+    x->job[10] = (int32_t)(intptr_t)x->geo;
+    bd->acc = x->acc;
+    bd->filter = p->filter;
+    bd->bias = p->bias;
+    bd->mult = p->multiplier;
+    bd->shift = p->shift;
+    bd->off21 = 2 * p->output_offset + 1;
+    bd->channels = C;
+    bd->tr_fn = dw_tr_tab[pi];
+    bd->chunk = x->chunk;
+    bd->row_acc = 4 * out_w;
+    bd->chunk_t = 2 * x->chunk * x->trow;
+    bd->chunk_out = x->chunk * out_w * C;
+    bd->t_band = buf + lead;
     tr[0] = C;
     tr[1] = rs - 2 * ix_end;
     tr[2] = in_w * C - ix_end * C;
@@ -1094,13 +1125,13 @@ int mdt_dw3x3_dsp(const mdt_dwconv_params *p, const int8_t *input, int8_t *outpu
             zero_rows(buf, pitch, r_hi, rows);
             tr[5] = r_hi - r_lo;
             if (fast) {
-                bd.k = 0;
-                bd.tr = r_hi > r_lo ? tr : NULL;
-                bd.d = d;
-                bd.s = s;
-                bd.rows_n = nrows;
-                bd.out_band = out_b + oy * out_w * C;
-                mdt_dw_band(&bd);
+                bd->k = 0;
+                bd->tr = r_hi > r_lo ? tr : NULL;
+                bd->d = d;
+                bd->s = s;
+                bd->rows_n = nrows;
+                bd->out_band = out_b + oy * out_w * C;
+                mdt_dw_band(bd);
                 continue;
             }
             for (c0 = 0; c0 < C; c0 += GROUP) {
@@ -1116,7 +1147,7 @@ int mdt_dw3x3_dsp(const mdt_dwconv_params *p, const int8_t *input, int8_t *outpu
                         }
                     }
                 }
-                dw_group(p, &x, c0, n, buf + lead, out_b + oy * out_w * C + c0, nrows);
+                dw_group(p, x, c0, n, buf + lead, out_b + oy * out_w * C + c0, nrows);
             }
         }
     }

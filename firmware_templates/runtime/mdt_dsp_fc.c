@@ -84,9 +84,9 @@ static inline int8_t requant(const mdt_fc_params *p, const mdt_rqf *r, int ok, i
                              p->act_max);
 }
 
-int mdt_fc_rows3_dsp(const mdt_fc_params *p, const int8_t *input, int8_t *output)
+int mdt_fc_rows3_dsp(const mdt_fc_params *p, const int8_t *input, int8_t *output, mdt_scratch s)
 {
-    uint32_t xw[2 * (MDT_DSP_MAX_K / 4)];
+    uint32_t *xw; /* the input widened once, offset added: 2 words per group of 4 */
     const int32_t D = p->in_depth, O = p->out_depth, n4 = D / 4;
     const int32_t off2 = (int32_t)(((uint32_t)(uint16_t)p->input_offset << 16) | (uint16_t)p->input_offset);
     const mdt_rqf r0 = mdt_rqf_make(p->multiplier[0], p->shift[0], p->output_offset);
@@ -99,6 +99,10 @@ int mdt_fc_rows3_dsp(const mdt_fc_params *p, const int8_t *input, int8_t *output
     const int32_t lo = p->act_min, hi = p->act_max;
     int32_t b, o;
     if (D > MDT_DSP_MAX_K || n4 < 1) {
+        return 0;
+    }
+    xw = (uint32_t *)mdt_scratch_take(&s, 8 * n4);
+    if (xw == 0) {
         return 0;
     }
     MDT_PATH(MDT_PATH_FC_DSP);

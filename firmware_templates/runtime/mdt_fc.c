@@ -4,13 +4,15 @@
 #include "mdt_fixedpoint.h"
 #include "mdt_runtime.h"
 
-void mdt_fully_connected(const mdt_fc_params *p, const int8_t *input, int8_t *output)
+void mdt_fully_connected(const mdt_fc_params *p, const int8_t *input, int8_t *output, mdt_scratch scratch)
 {
     int32_t b, o, d;
 #if MDT_DSP
-    if (mdt_fc_rows3_dsp(p, input, output)) { /* it takes every depth of 4 .. MDT_DSP_MAX_K */
+    if (mdt_fc_rows3_dsp(p, input, output, scratch)) { /* it takes every depth of 4 .. MDT_DSP_MAX_K */
         return;
     }
+#else
+    (void)scratch;
 #endif
     MDT_PATH(MDT_PATH_FC_REF);
     for (b = 0; b < p->batches; ++b) {

@@ -4,63 +4,172 @@
  * input), requantized to int8 with the conv's own params exactly as TFLite does, then added to the
  * skip with the ADD's arithmetic. Output element i reads skip element i only, so the output may take
  * the skip's place (the compiler decides); the layer then needs its conv input, the skip and a
- * scratch of chunk_w * out_c bytes. Bit-exact with TFLite's reference Conv then Add. */
+ * scratch of chunk_w * out_c bytes and the conv's working memory. Bit-exact with TFLite's reference
+ * Conv then Add. */
+#include <stddef.h>
+
 #include "mdt_dsp.h"
 #include "mdt_fixedpoint.h"
 #include "mdt_runtime.h"
 #if MDT_DSP
+#include "mdt_dsp_add.h"
 #include "mdt_dsp_rq.h"
 #endif
 
-/* One ADD operand's rescaling, (offset + v) << left_shift then MultiplyByQuantizedMultiplier, for
- * every int8 v: it depends on that one byte, so a table replaces two multiplies per element. */
-static void add_table(int32_t *t, int32_t offset, int32_t left_shift, int32_t mult, int32_t shift)
+#if MDT_DSP
+/* One ADD operand's rescaling, MultiplyByQuantizedMultiplier(shl(x, left), m, shift) for m >= 0, in the
+ * folded form of mdt_dsp_rq.h: a right shift e of 1..31 is the one 64-bit sum of mdt_rqf_apply (no
+ * offset: post 0); e == 0 (the larger-scale operand, a multiplier of exactly 0.5) is srdhm alone,
+ * floor((x m + 2^30) / 2^31) for m >= 0 (mdt_dsp_rq.h's first identity). */
+typedef struct {
+    int64_t k;
+    int32_t m, sh, left, plain;
+} in_rq;
+
+static int in_rq_make(in_rq *r, int32_t mult, int32_t shift, int32_t left_shift)
 {
-    int32_t v;
-    for (v = -128; v < 128; ++v) {
-        t[v + 128] = mdt_mbqm(mdt_wrap_shl(offset + v, left_shift), mult, shift);
+    const int32_t left = left_shift + (shift > 0 ? shift : 0), right = shift < 0 ? -shift : 0;
+    mdt_rqf f;
+    if (mult < 0 || right > 31 || left > 31) {
+        return 0;
     }
+    f = mdt_rqf_make(mult, -(right > 0 ? right : 1), 0);
+    r->k = right > 0 ? mdt_rqf_k(&f) : ((int64_t)1 << 30);
+    r->m = mult;
+    r->sh = f.sh;
+    r->left = left;
+    r->plain = right == 0;
+    return 1;
 }
 
-/* out[j] = ADD(conv[j], skip[j]) from the operands' tables: the reference's sum, output rescaling
- * (folded on the DSP build where the output multiplier allows it), offset and clamp. out may be skip. */
-static void add_chunk(const mdt_add_params *a, const int32_t *t_conv, const int32_t *t_skip, const int8_t *conv,
-                      const int8_t *skip, int8_t *out, int32_t n)
+/* `left` folds the ADD's left_shift and a positive TFLite shift (both shift the same int32 left,
+ * wrapping as the reference's wrap_shl). `plain` is a constant at each call site. */
+static inline __attribute__((always_inline)) int32_t in_rq_apply(int64_t k, int32_t m, int32_t sh, int32_t left,
+                                                                 int plain, int32_t v)
+{
+    const int32_t x = mdt_wrap_shl(v, left);
+    if (plain) {
+        return (int32_t)(((int64_t)x * m + k) >> 31);
+    }
+    return mdt_rqf_apply(k, m, sh, x);
+}
+
+/* The element loop with both operands' forms fixed (constants at each call site: no per-element
+ * branches) and every constant in a local. */
+static inline __attribute__((always_inline)) void add_loop(const mdt_add_params *a, const in_rq *r1,
+                                                           const in_rq *r2, const int8_t *conv, const int8_t *skip,
+                                                           int8_t *out, int32_t n, int plain1, int plain2)
+{
+    const mdt_rqf r = mdt_rqf_make(a->output_multiplier, a->output_shift, a->output_offset);
+    const int64_t k = mdt_rqf_k(&r), k1 = r1->k, k2 = r2->k;
+    const int32_t m1 = r1->m, sh1 = r1->sh, l1 = r1->left, m2 = r2->m, sh2 = r2->sh, l2 = r2->left;
+    const int32_t off1 = a->input1_offset, off2 = a->input2_offset, lo = a->act_min, hi = a->act_max;
+    int32_t j;
+    for (j = 0; j < n; ++j) {
+        const int32_t s = mdt_wrap_add(in_rq_apply(k1, m1, sh1, l1, plain1, off1 + conv[j]),
+                                       in_rq_apply(k2, m2, sh2, l2, plain2, off2 + skip[j]));
+        out[j] = (int8_t)mdt_rqf_clamp(mdt_rqf_apply(k, r.m, r.sh, s) + r.post, 0, lo, hi);
+    }
+}
+#endif
+
+#if MDT_DSP
+/* The operands' rescalings read from the compiler's tables in flash (mdt_add_params.input1_table:
+ * each the reference's rescaling of the 256 int8 values, so the same int32 per element), then the
+ * output requantisation in the folded form; `full` and `has_post` constants at each call site. */
+static inline __attribute__((always_inline)) void add_loop_tables(const mdt_add_params *a, const int8_t *conv,
+                                                                  const int8_t *skip, int8_t *out, int32_t n,
+                                                                  int full, int has_post)
+{
+    const mdt_rqf r = mdt_rqf_make(a->output_multiplier, a->output_shift, a->output_offset);
+    const int64_t k = mdt_rqf_k(&r);
+    const int32_t *const t1 = a->input1_table, *const t2 = a->input2_table;
+    const int32_t m = r.m, sh = r.sh, post = r.post, lo = a->act_min, hi = a->act_max;
+    int32_t j;
+    for (j = 0; j < n; ++j) {
+        const int32_t s = mdt_wrap_add(t1[(uint8_t)conv[j]], t2[(uint8_t)skip[j]]);
+        out[j] = (int8_t)mdt_rqf_clamp(mdt_rqf_apply(k, m, sh, s) + (has_post ? post : 0), full, lo, hi);
+    }
+}
+#endif
+
+/* out[j] = ADD(conv[j], skip[j]), element by element: from the compiler's operand tables where it
+ * wrote them (flash: no SRAM; none in the scratch, whose 2 KB would outweigh what the fusion saves),
+ * else from the reference's integers: each operand rescaled, summed, the output rescaling, offset
+ * and clamp; on the DSP build all three in the folded forms where the multipliers allow it. out may
+ * be skip. */
+/* (out of line: its constants stay off the frame under the conv's calls) */
+static __attribute__((noinline)) void add_chunk(const mdt_add_params *a, const int8_t *conv, const int8_t *skip,
+                                                int8_t *out, int32_t n)
 {
     int32_t j;
 #if MDT_DSP
-    if (mdt_rqf_ok(a->output_multiplier, a->output_shift)) {
-        const mdt_rqf r = mdt_rqf_make(a->output_multiplier, a->output_shift, a->output_offset);
-        const int64_t k = mdt_rqf_k(&r);
+    in_rq r1, r2;
+    if (a->input1_table != NULL && a->input2_table != NULL && mdt_rqf_ok(a->output_multiplier, a->output_shift)) {
+        MDT_PATH(MDT_PATH_ADD_TABLES_CONST);
         MDT_PATH(MDT_PATH_FUSED_ADD_DSP);
-        for (j = 0; j < n; ++j) {
-            const int32_t s = mdt_wrap_add(t_conv[conv[j]], t_skip[skip[j]]);
-            out[j] = (int8_t)mdt_rqf_clamp(mdt_rqf_apply(k, r.m, r.sh, s) + r.post, 0, a->act_min, a->act_max);
+        const mdt_rqf r = mdt_rqf_make(a->output_multiplier, a->output_shift, a->output_offset);
+        if (n > 0 && mdt_add_asm_ok(&r, a->act_max)) {
+            if (a->act_min == -128) {
+                mdt_add_tables_asm(conv, skip, out, n, a->input1_table, a->input2_table, &r, -128, 0);
+            } else {
+                mdt_add_tables_asm(conv, skip, out, n, a->input1_table, a->input2_table, &r, a->act_min, 1);
+            }
+        } else if (r.post != 0) {
+            add_loop_tables(a, conv, skip, out, n, 0, 1);
+        } else if (a->act_min == -128 && a->act_max == 127) {
+            add_loop_tables(a, conv, skip, out, n, 1, 0);
+        } else {
+            add_loop_tables(a, conv, skip, out, n, 0, 0);
+        }
+        return;
+    }
+    if (mdt_rqf_ok(a->output_multiplier, a->output_shift) &&
+        in_rq_make(&r1, a->input1_multiplier, a->input1_shift, a->left_shift) &&
+        in_rq_make(&r2, a->input2_multiplier, a->input2_shift, a->left_shift)) {
+        MDT_PATH(MDT_PATH_FUSED_ADD_DSP);
+        if (r1.plain) {
+            if (r2.plain) {
+                add_loop(a, &r1, &r2, conv, skip, out, n, 1, 1);
+            } else {
+                add_loop(a, &r1, &r2, conv, skip, out, n, 1, 0);
+            }
+        } else if (r2.plain) {
+            add_loop(a, &r1, &r2, conv, skip, out, n, 0, 1);
+        } else {
+            add_loop(a, &r1, &r2, conv, skip, out, n, 0, 0);
         }
         return;
     }
 #endif
     for (j = 0; j < n; ++j) {
         /* skip[j] is read before out[j] is written: in place is safe */
-        const int32_t s = mdt_wrap_add(t_conv[conv[j]], t_skip[skip[j]]);
-        const int32_t o = mdt_mbqm(s, a->output_multiplier, a->output_shift) + a->output_offset;
+        const int32_t s1 = mdt_mbqm(mdt_wrap_shl(a->input1_offset + conv[j], a->left_shift), a->input1_multiplier,
+                                    a->input1_shift);
+        const int32_t s2 = mdt_mbqm(mdt_wrap_shl(a->input2_offset + skip[j], a->left_shift), a->input2_multiplier,
+                                    a->input2_shift);
+        const int32_t o = mdt_mbqm(mdt_wrap_add(s1, s2), a->output_multiplier, a->output_shift) + a->output_offset;
         out[j] = (int8_t)mdt_clamp(o, a->act_min, a->act_max);
     }
 }
 
+/* The region: the chunk's conv outputs first, then the conv kernel's working memory (its keyed tables
+ * reused by the chunks after the first: keep). */
 void mdt_conv2d_add(const mdt_conv_add_params *p, const int8_t *input, const int8_t *skip, int8_t *output,
-                    int8_t *scratch)
+                    mdt_scratch scratch)
 {
     const mdt_conv_params *c = &p->conv;
     const mdt_add_params *a = &p->add;
     const int32_t in_row = c->in_w * c->in_c;
     const int32_t out_row = c->out_w * c->out_c;
-    int32_t t_conv[256], t_skip[256];
+    int8_t *const chunk = mdt_scratch_head(&scratch, p->chunk_w * c->out_c);
     mdt_conv_params q = *c;
     int32_t r, x0;
-    add_table(t_conv, a->input1_offset, a->left_shift, a->input1_multiplier, a->input1_shift);
-    add_table(t_skip, a->input2_offset, a->left_shift, a->input2_multiplier, a->input2_shift);
+    if (chunk == NULL) {
+        return; /* the compiler always reserves the chunk: not reached */
+    }
     q.out_h = 1;
+    scratch.keep = 0;
     for (r = 0; r < c->out_h; ++r) {
         /* the input rows output row r reads: the first stored one and the top padding left */
         const int32_t y0 = r * c->stride_h - c->pad_h;
@@ -78,8 +187,9 @@ void mdt_conv2d_add(const mdt_conv_add_params *p, const int8_t *input, const int
             const int32_t base = r * out_row + x0 * c->out_c;
             q.out_w = n;
             q.pad_w = c->pad_w - x0 * c->stride_w;
-            mdt_conv2d(&q, input + top * in_row, scratch);
-            add_chunk(a, t_conv + 128, t_skip + 128, scratch, skip + base, output + base, n * c->out_c);
+            mdt_conv2d(&q, input + top * in_row, chunk, scratch);
+            scratch.keep = 1;
+            add_chunk(a, chunk, skip + base, output + base, n * c->out_c);
         }
     }
 }

@@ -10,7 +10,8 @@
 /* CONV_2D followed by the ADD that is its only reader. `add` takes the conv's output as input 1 and
  * the skip as input 2 (the compiler swaps the operands' params where the graph has them the other way
  * round; the sum is commutative); its dims and strides are unused. `chunk_w` output pixels of one
- * row are computed per pass, so the scratch holds chunk_w * out_c bytes. */
+ * row are computed per pass: the scratch's first chunk_w * out_c bytes hold them, then the conv
+ * kernel's working memory. */
 typedef struct {
     mdt_conv_params conv;
     mdt_add_params add;
@@ -18,6 +19,6 @@ typedef struct {
 } mdt_conv_add_params;
 
 void mdt_conv2d_add(const mdt_conv_add_params *p, const int8_t *input, const int8_t *skip, int8_t *output,
-                    int8_t *scratch);
+                    mdt_scratch scratch);
 
 #endif /* MDT_FUSED_H */

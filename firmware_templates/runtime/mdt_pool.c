@@ -73,13 +73,8 @@ void mdt_mean_hw(const mdt_mean_params *p, const int8_t *input, int8_t *output)
             for (i = 0; i < n; ++i) {
                 sum += in_b[i * p->channels + c];
             }
-            if (p->mode == MDT_MEAN_SAME_QUANT) {
-                out = sum / n;
-            } else { /* MDT_MEAN_FOLD */
-                out = mdt_mbqm(sum - p->input_zero_point * n, p->multiplier, p->shift);
-                out = mdt_clamp(out + p->output_zero_point, -128, 127);
-            }
-            *output++ = (int8_t)out;
+            out = mdt_mbqm(sum - p->input_zero_point * n, p->multiplier, p->shift);
+            *output++ = (int8_t)mdt_clamp(out + p->output_zero_point, -128, 127);
         }
     }
 }

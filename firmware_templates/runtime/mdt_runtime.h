@@ -41,6 +41,15 @@ typedef struct {
     /* [out_c] 1 where the filter row is all zero (the channel's output is the requantised bias at every
      * pixel), or NULL: a hint the compiler derives from the weights; honouring it is optional. */
     const uint8_t *zero_rows;
+    /* [out_c] 16-byte channel records of the DSP conv path (mdt_dsp_chan.h's chan_t, exactly what its
+     * chan_table_fill makes of the fields above), or NULL: the compiler writes them to flash so the
+     * kernel does not rebuild them in the scratch at every call (it then reserves no room for them). */
+    const void *chan_table;
+    /* [out_c][4 * ceil(k_h * k_w * in_c / 4)] int16, or NULL: the filter sign-extended to int16, each
+     * row zero-padded to whole groups of 4, as the few-input-channel DSP path (mdt_dsp.c conv_nat)
+     * reads it; written to flash by the compiler so the kernel neither widens the filter per call nor
+     * keeps the widened rows in the scratch (it then reserves no room for them). */
+    const void *nat_weights;
 } mdt_conv_params;
 
 typedef struct {
@@ -69,6 +78,11 @@ typedef struct {
     int32_t input1_multiplier, input2_multiplier, output_multiplier;
     int32_t input1_shift, input2_shift, output_shift;
     int32_t act_min, act_max;
+    /* [256] each, or NULL: input k's rescaling, mdt_mbqm(mdt_wrap_shl(inputk_offset + v, left_shift),
+     * inputk_multiplier, inputk_shift) at [(uint8_t)v], tabulated by the compiler into flash (it depends
+     * on constants only) so that the DSP paths index it in place of rescaling each element or
+     * building the tables in the scratch at every call. */
+    const int32_t *input1_table, *input2_table;
 } mdt_add_params;
 
 typedef struct {
@@ -77,13 +91,11 @@ typedef struct {
     int32_t act_min, act_max;
 } mdt_pool_params;
 
-/* MEAN over H and W of an NHWC tensor; the path mirrors the one TFLite's reference picks. */
-/* MDT_MEAN_FOLD: 1/count folded into the multiplier at compile time (TF 2.19's reference takes
- * this path for every int8 MEAN, keep_dims or not, equal parameters or not: the compiler emits only
- * it); MDT_MEAN_SAME_QUANT: the truncating integer mean of older releases. Other axes: mdt_reduce. */
-enum { MDT_MEAN_SAME_QUANT = 1, MDT_MEAN_FOLD = 2 };
+/* MEAN over H and W of an NHWC tensor, 1/count folded into the multiplier at compile time: the path
+ * TF 2.19's reference takes for every int8 MEAN, keep_dims or not, equal parameters or not (the
+ * truncating integer mean of older releases differs on about half the outputs). Other axes: mdt_reduce. */
 typedef struct {
-    int32_t batches, in_h, in_w, channels, mode;
+    int32_t batches, in_h, in_w, channels;
     int32_t input_zero_point, output_zero_point, multiplier, shift;
 } mdt_mean_params;
 
@@ -101,10 +113,56 @@ typedef struct {
     int32_t size, input_zero_point, output_zero_point, multiplier, shift, act_min, act_max;
 } mdt_requant_params;
 
-void mdt_conv2d(const mdt_conv_params *p, const int8_t *input, int8_t *output);
-void mdt_depthwise_conv2d(const mdt_dwconv_params *p, const int8_t *input, int8_t *output);
-void mdt_fully_connected(const mdt_fc_params *p, const int8_t *input, int8_t *output);
-void mdt_add(const mdt_add_params *p, const int8_t *input1, const int8_t *input2, int8_t *output);
+/* A kernel's working memory: a region of the arena the compiler reserved for this layer's step
+ * (microt_deploy/compiler/scratch.py sizes it per layer shape, exactly what the path the kernel
+ * picks will take), so that the fast paths keep no large arrays on the stack. A fast path that finds
+ * the region too small returns 0 and the portable kernel runs (same bytes). `keep`: 1 only where the
+ * caller (a row / chunk kernel) called the same kernel on the same region earlier in this layer's
+ * step, so per-call tables a key says are still valid may be reused; 0 everywhere else (the region
+ * holds whatever other steps left there). */
+typedef struct {
+    int8_t *ptr;
+    int32_t size;
+    int32_t keep;
+} mdt_scratch;
+
+#define MDT_NO_SCRATCH ((mdt_scratch){0, 0, 0})
+/* Every piece taken from a region starts on this boundary (LDRD / word loads) */
+#define MDT_SCRATCH_ALIGN 8
+
+/* n bytes from the front of `s`, MDT_SCRATCH_ALIGN-aligned (n rounded up to it), `s` advanced past
+ * them; NULL, `s` unchanged, where the region is too small. */
+static inline void *mdt_scratch_take(mdt_scratch *s, int32_t n)
+{
+    const uintptr_t a = MDT_SCRATCH_ALIGN - 1;
+    const uintptr_t base = (uintptr_t)s->ptr, start = (base + a) & ~a;
+    const int32_t need = (int32_t)(start - base) + (int32_t)(((uintptr_t)n + a) & ~a);
+    if (s->ptr == 0 || n < 0 || need > s->size) {
+        return 0;
+    }
+    s->ptr += need;
+    s->size -= need;
+    return (void *)start;
+}
+
+/* The first n bytes of `s` as they are (a row kernel's output row, a fused kernel's chunk), and `s`
+ * the rest; NULL where the region is shorter. */
+static inline int8_t *mdt_scratch_head(mdt_scratch *s, int32_t n)
+{
+    int8_t *const head = s->ptr;
+    if (s->ptr == 0 || n > s->size) {
+        return 0;
+    }
+    s->ptr += n;
+    s->size -= n;
+    return head;
+}
+
+void mdt_conv2d(const mdt_conv_params *p, const int8_t *input, int8_t *output, mdt_scratch scratch);
+void mdt_depthwise_conv2d(const mdt_dwconv_params *p, const int8_t *input, int8_t *output, mdt_scratch scratch);
+void mdt_fully_connected(const mdt_fc_params *p, const int8_t *input, int8_t *output, mdt_scratch scratch);
+void mdt_add(const mdt_add_params *p, const int8_t *input1, const int8_t *input2, int8_t *output,
+             mdt_scratch scratch);
 void mdt_avg_pool(const mdt_pool_params *p, const int8_t *input, int8_t *output);
 void mdt_max_pool(const mdt_pool_params *p, const int8_t *input, int8_t *output);
 void mdt_mean_hw(const mdt_mean_params *p, const int8_t *input, int8_t *output);

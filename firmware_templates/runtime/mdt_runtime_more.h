@@ -61,9 +61,12 @@ void mdt_dequantize_f32(const mdt_affine_params *p, const int8_t *input, int8_t 
 void mdt_transpose(const mdt_transpose_params *p, const int8_t *input, int8_t *output);
 void mdt_concat(const mdt_concat_params *p, const int8_t *const *inputs, int8_t *output);
 void mdt_resize_nearest(const mdt_resize_params *p, const int8_t *input, int8_t *output);
-/* in-place row-by-row conv / depthwise (mdt_inplace.c): scratch holds one output row */
-void mdt_conv2d_rows(const mdt_conv_params *p, const int8_t *input, int8_t *output, int8_t *scratch);
-void mdt_dwconv_rows(const mdt_dwconv_params *p, const int8_t *input, int8_t *output, int8_t *scratch);
+/* in-place row-by-row conv / depthwise (mdt_inplace.c): the scratch's first out_w * out_c bytes hold
+ * one output row, the rest is the row kernel's working memory */
+void mdt_conv2d_rows(const mdt_conv_params *p, int32_t rows_per_call, const int8_t *input, int8_t *output,
+                     mdt_scratch scratch);
+void mdt_dwconv_rows(const mdt_dwconv_params *p, int32_t rows_per_call, const int8_t *input, int8_t *output,
+                     mdt_scratch scratch);
 
 /* fused conv + residual add (mdt_fused.c) */
 #include "mdt_fused.h"

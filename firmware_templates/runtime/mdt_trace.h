@@ -29,7 +29,10 @@ enum {
     MDT_PATH_ADD_DSP = 13,     /* mdt_dsp_add.c: operand tables, folded requantisation */
     MDT_PATH_SMALL_REFCHAN = 14, /* mdt_dsp_conv_small.c: channels left to the reference formula */
     MDT_PATH_FUSED_ADD_DSP = 15, /* mdt_fused.c: the ADD half with the folded requantisation */
-    MDT_PATH_N = 16
+    MDT_PATH_CONV_CHAN_CONST = 16, /* mdt_dsp.c: the channel records from the compiler's flash table */
+    MDT_PATH_ADD_TABLES_CONST = 17, /* mdt_dsp_add.c / mdt_fused.c: operand tables from flash */
+    MDT_PATH_CONV_NAT_CONST = 18, /* mdt_dsp.c conv_nat: the widened filter from the compiler's flash array */
+    MDT_PATH_N = 19
 };
 
 #ifdef MDT_PATH_TRACE

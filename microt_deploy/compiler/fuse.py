@@ -1,7 +1,9 @@
-"""Layer fusion: a CONV_2D whose only reader is the ADD right after it (a residual block's last conv
-and its skip connection) becomes one ``mdt_conv2d_add`` layer, so the conv's output never exists
-whole (mdt_fused.c). This module finds the candidates, builds fused layers and chooses which fusions
-and scratch sizes to keep: fewest bytes first, then speed (codegen's planner measures the peaks)."""
+"""Layer fusion. A PAD whose only reader is a convolution is folded into that convolution's padding
+(``fold_pads``: always, it only removes a buffer and a pass). A CONV_2D whose only reader is the ADD
+right after it (a residual block's last conv and its skip connection) becomes one ``mdt_conv2d_add``
+layer, so the conv's output never exists whole (mdt_fused.c). This module finds the candidates,
+builds fused layers and chooses which fusions and scratch sizes to keep: fewest bytes first, then
+speed (codegen's planner measures the peaks)."""
 
 from __future__ import annotations
 
@@ -10,12 +12,60 @@ from dataclasses import replace
 
 from .ir import Graph
 from .ops import Layer
+from .scratch import kernel_scratch_bytes
 
 FUSED_KERNEL = "mdt_conv2d_add"
 
 
 def _reads(graph: Graph, layers: list[Layer], idx: int) -> int:
     return sum(layer.args[:-1].count(idx) for layer in layers) + graph.outputs.count(idx)
+
+
+CONV_KERNELS = ("mdt_conv2d", "mdt_depthwise_conv2d")
+
+
+def fold_pads(graph: Graph, layers: list[Layer]) -> list[Layer]:
+    """Fold each PAD into the convolution that is its only reader; return the new layer list.
+
+    Why it is exact: TFLite's int8 convolutions skip the taps that fall outside their input, which is
+    the same sum as reading ``input_zero_point`` there (``(x + input_offset) * w`` is 0 for x = zp).
+    A PAD that writes the conv input's zero point on H and W only (PAD pads with its output's zero
+    point, PADV2 with its constant) therefore equals the conv run on the unpadded input with the
+    PAD's top / left added to its own padding: the kernels derive every tap's row and column from
+    ``out * stride - pad`` and skip those outside ``in_h`` x ``in_w``, so the bottom / right padding
+    (explicit or the conv's own) needs no field. Refused (kept as a separate PAD) otherwise.
+    """
+    out: list[Layer] = []
+    skip: set[int] = set()
+    by_input: dict[int, list[int]] = {}
+    for li, layer in enumerate(layers):
+        for idx in layer.args[:-1]:
+            by_input.setdefault(idx, []).append(li)
+    folded: dict[int, Layer] = {}
+    for li, pad in enumerate(layers):
+        if pad.kernel != "mdt_pad":
+            continue
+        mid = pad.args[-1]
+        readers = by_input.get(mid, [])
+        if len(readers) != 1 or _reads(graph, layers, mid) != 1:
+            continue
+        conv = layers[readers[0]]
+        f, pf = conv.fields, pad.fields
+        if conv.kernel not in CONV_KERNELS or conv.args[0] != mid or conv.folded_pad:
+            continue
+        (b0, top, left, c0), (n_in, h_in, w_in, c_in) = pf["pad_before"], pf["in_dims"]
+        n_out, _, _, c_out = pf["out_dims"]
+        if b0 or c0 or n_in != n_out or c_in != c_out or pf["pad_value"] != -f["input_offset"]:
+            continue
+        fields = dict(f, in_h=h_in, in_w=w_in, pad_h=f["pad_h"] + top, pad_w=f["pad_w"] + left)
+        folded[readers[0]] = replace(conv, fields=fields, args=[pad.args[0], *conv.args[1:]],
+                                     folded_pad={"op": pad.op, "intermediate": graph.t(mid).name,
+                                                 "pad_before": [top, left]})
+        skip.add(li)
+    for li, layer in enumerate(layers):
+        if li not in skip:
+            out.append(folded.get(li, layer))
+    return out
 
 
 def fusion_candidates(graph: Graph, layers: list[Layer]) -> list[int]:
@@ -56,21 +106,24 @@ def fuse(graph: Graph, conv: Layer, add: Layer, chunk_w: int) -> Layer:
     a = dict(add.fields)
     if add.args[1] == mid:
         for k1, k2 in (("input1_offset", "input2_offset"), ("input1_multiplier", "input2_multiplier"),
-                       ("input1_shift", "input2_shift"), ("stride1", "stride2")):
-            a[k1], a[k2] = a[k2], a[k1]
+                       ("input1_shift", "input2_shift"), ("stride1", "stride2"), ("input1_table", "input2_table")):
+            if k1 in a:
+                a[k1], a[k2] = a[k2], a[k1]
     skip = add.args[0] if add.args[1] == mid else add.args[1]
     fields = {"conv": dict(conv.fields), "add": a, "chunk_w": chunk_w}
-    return Layer(conv.op, FUSED_KERNEL, "mdt_conv_add_params", fields, dict(conv.arrays),
+    # the ADD's operand tables (ops/tables.py) go with the conv's arrays: their names do not clash
+    return Layer(conv.op, FUSED_KERNEL, "mdt_conv_add_params", fields, {**conv.arrays, **add.arrays},
                  [conv.args[0], skip, add.args[-1]], macs=conv.macs, live_macs=conv.live_macs,
                  weight_bytes=conv.weight_bytes,
                  fused={"ops": [conv.op, add.op], "intermediate": graph.t(mid).name})
 
 
 def scratch_bytes(layer: Layer) -> int:
-    """Arena scratch a fused layer needs for its call: ``chunk_w`` output pixels."""
-    if layer.kernel != FUSED_KERNEL:
-        return 0
-    return layer.fields["chunk_w"] * layer.fields["conv"]["out_c"]
+    """Arena scratch the layer's kernel call needs: a fused layer's ``chunk_w`` output pixels first,
+    then the kernel's working memory (scratch.kernel_scratch_bytes). A row kernel's output row is not
+    counted here: the planner puts it first (layer.inplace["scratch"]) and adds this after it."""
+    chunk = layer.fields["chunk_w"] * layer.fields["conv"]["out_c"] if layer.kernel == FUSED_KERNEL else 0
+    return chunk + kernel_scratch_bytes(layer)
 
 
 def apply_fusions(graph: Graph, layers: list[Layer], chosen: dict[int, int]) -> list[Layer]:

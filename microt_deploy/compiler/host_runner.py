@@ -17,6 +17,7 @@ from .. import atomic, children
 from ..errors import MicrotError, ToolMissingError
 from . import RUNTIME_DIR, runtime_sources
 from .codegen import GraphSpec, compile_program
+from .patch import FORCE_ENV
 from .reader import read_model
 
 HERE = Path(__file__).resolve().parent
@@ -53,8 +54,9 @@ def build_host_binary(tflite_path: str | Path, sanitize: bool | None = None) -> 
     an ASan + UBSan build (default: the MICROT_SANITIZE environment variable)."""
     sanitize = _sanitize_default(sanitize)
     model_bytes = Path(tflite_path).read_bytes()
+    # (a forced patch stage, patch.FORCE_ENV, changes the generated C: part of the key)
     key = hashlib.sha256(model_bytes + _toolchain_hash().encode() + (b"asan+ubsan" if sanitize else b"")
-                         ).hexdigest()[:24]
+                         + os.environ.get(FORCE_ENV, "").encode()).hexdigest()[:24]
     final = cache_dir() / key
     binary = final / "model"
     if binary.is_file():

@@ -37,8 +37,11 @@ OPS: dict[str, tuple[str, str]] = {
              "constant axes; per-tensor quantization"),
     "MUL": (f"broadcasting of any two shapes up to 4-D; constant or activation operands; {FUSED_ACTIVATIONS}",
             "int8, per-tensor quantization"),
-    "PAD": ("any non-negative paddings, rank 1-4", f"constant paddings; {SAME_QUANT}"),
-    "PADV2": ("any non-negative paddings and constant pad value, rank 1-4", f"constant paddings; {SAME_QUANT}"),
+    "PAD": ("any non-negative paddings, rank 1-4; folded into the CONV_2D / DEPTHWISE_CONV_2D that is its "
+            "only reader (no buffer, no pass) when it pads H and W only",
+            f"constant paddings; {SAME_QUANT}"),
+    "PADV2": ("any non-negative paddings and constant pad value, rank 1-4; folded like PAD when the value "
+              "is the input's zero point", f"constant paddings; {SAME_QUANT}"),
     "QUANTIZE": ("int8 -> int8 (requantize), float32 -> int8", "float32 only as a graph input"),
     "RELU": ("any shape", "per-tensor quantization"),
     "RELU6": ("any shape", "per-tensor quantization"),

@@ -60,7 +60,8 @@ class BenchRun:
 # The kernel-path ids of firmware_templates/runtime/mdt_trace.h (bit i of a "P" line's mask).
 PATHS = {0: "conv_ref", 1: "conv_small", 2: "conv_words", 3: "conv_bytes", 4: "conv_nat", 5: "dw_ref",
          6: "dw3_direct", 7: "dw3_band", 8: "dw3_c", 9: "dw_general", 10: "fc_ref", 11: "fc_dsp", 12: "add_ref",
-         13: "add_dsp", 14: "small_refchan", 15: "fused_add_dsp"}
+         13: "add_dsp", 14: "small_refchan", 15: "fused_add_dsp", 16: "conv_chan_const", 17: "add_tables_const",
+         18: "conv_nat_const"}
 # The portable loops: what runs when no fast path takes the layer (and on cores without DSP).
 PORTABLE_PATHS = frozenset({"conv_ref", "dw_ref", "fc_ref", "add_ref"})
 

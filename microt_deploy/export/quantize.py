@@ -14,7 +14,7 @@ import numpy as np
 
 # Scales that differ by at most this relative amount are float rounding of one calibration range;
 # the compiler binds the split buffer across graphs under the same bound.
-from microt_deploy.compiler.codegen import BINDING_SCALE_RTOL as SPLIT_SCALE_RTOL  # noqa: E402
+from microt_deploy.compiler.planner import BINDING_SCALE_RTOL as SPLIT_SCALE_RTOL  # noqa: E402
 from microt_deploy.errors import MicrotError
 
 

@@ -31,9 +31,10 @@ DEFAULTS: dict[str, int] = {
 MIN_SLOTS = 16
 # Room for newlib's own data (errno, impure struct) and alignment between sections.
 LIBC_SLACK = 4096
-# Tables the DSP kernels (runtime/mdt_dsp.c) keep between calls on cores with the DSP extension
-# (Cortex-M4/M7); 0 elsewhere. tests/firmware/test_library.py checks it against the ARM build.
-KERNEL_STATIC_BYTES = 7228
+# Static RAM of the DSP kernels on cores with the DSP extension (Cortex-M4/M7): none since their tables
+# and buffers live in the arena (compiler/scratch.py). tests/firmware/test_library.py checks it against
+# the ARM build.
+KERNEL_STATIC_BYTES = 0
 DSP_CORES = ("cortex-m4", "cortex-m7", "cortex-m33")
 MODEL_MACROS = (
     "MDT_ARENA_SIZE",

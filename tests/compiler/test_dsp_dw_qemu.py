@@ -15,6 +15,14 @@ from .test_dsp_qemu import _run, assert_paths, run_bit_exact
 from .tflite_models import convert, reference, tf, weights
 
 
+@pytest.fixture(autouse=True)
+def _one_row_per_call(monkeypatch):
+    """These cases name the kernel paths each layer takes, chosen for calls of one output row (the
+    row kernels' chunks, planner.MAX_ROWS_PER_CALL, are a planner choice: test_planner.py)."""
+    monkeypatch.setattr("microt_deploy.compiler.planner.MAX_ROWS_PER_CALL", 1)
+    monkeypatch.setenv("MICROT_PATCH_STAGE", "off")
+
+
 def _dw(x, wt, b, stride, padding, act):
     t = tf()
     return _act(t.nn.depthwise_conv2d(x, wt, strides=[1, stride, stride, 1], padding=padding) + b, act)

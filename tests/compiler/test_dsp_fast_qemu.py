@@ -9,9 +9,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from microt_deploy.compiler.ops import add as ops_add
+from microt_deploy.compiler.ops import conv as ops_conv
+
 from .op_cases import _act, conv, dense, depthwise
 from .test_dsp_qemu import _run, assert_paths, ran, run_bit_exact
 from .tflite_models import convert, reference, tf, weights
+
+
+@pytest.fixture(autouse=True)
+def _one_row_per_call(monkeypatch):
+    """These cases name the kernel paths each layer takes, chosen for calls of one output row (the
+    row kernels' chunks, planner.MAX_ROWS_PER_CALL, are a planner choice: test_planner.py)."""
+    monkeypatch.setattr("microt_deploy.compiler.planner.MAX_ROWS_PER_CALL", 1)
+    monkeypatch.setenv("MICROT_PATCH_STAGE", "off")
 
 # (h, w, channels, depth multiplier, kernel, stride, padding, dilation, activation). Channel counts
 # off a multiple of 4 take the per-channel transpose for the last group, odd output widths the
@@ -71,6 +82,20 @@ def residual_add(name, h, w, c, act, broadcast):
     return fn, [(1, h, w, c)]
 
 
+def residual_3x3(name, h, w, c):
+    """A residual block's 3x3 conv + ADD: fused, the conv on the word im2col (depth 9 c) reading its
+    channel records from flash, the ADD half its operand tables from flash (h w c >= 512). The conv
+    reads a 1x1 conv's output, not the skip itself."""
+    w1, w3 = weights(name + "p", (1, 1, c, c)), weights(name, (3, 3, c, c))
+
+    def fn(x):
+        t = tf()
+        a = t.nn.relu(t.nn.conv2d(x, w1, strides=1, padding="SAME"))
+        return t.add(x, t.nn.conv2d(a, w3, strides=1, padding="SAME"))
+
+    return fn, [(1, h, w, c)]
+
+
 FAST_CASES["fast_conv_mixed_scales"] = (mixed_scales, (4, 5, 20, 6))
 # few input channels (conv_nat: rows widened once per output row, natural int16 pairs): in_c 1 with a
 # 5x5 window at stride 2 (depth 25), in_c 2 VALID with 7 output columns (a pass of 6 and one of 1), in_c
@@ -95,26 +120,44 @@ FAST_CASES["fast_fc_d3_general"] = (dense, (3, 5, "none"))
 FAST_CASES["fast_add_residual_relu"] = (residual_add, (8, 9, 12, "relu", False))
 FAST_CASES["fast_add_broadcast"] = (residual_add, (6, 7, 16, "none", True))
 FAST_CASES["fast_add_small_general"] = (residual_add, (2, 3, 8, "none", False))
+FAST_CASES["fast_add_residual_3x3"] = (residual_3x3, (7, 10, 8))
 
 # The kernel paths (runtime/mdt_trace.h) each case's layers take, exactly; the portable loops only
 # where the fast paths leave the layer by design (depth multiplier 3, an FC depth under 4).
+# conv_chan_const: the general conv path read the channel records the compiler wrote to flash;
+# add_tables_const: an ADD (plain or fused) read its operand tables from flash (ops/tables.py)
+# conv_nat_const: conv_nat read the filter the compiler widened to int16 in flash
+CC, AT, NC = "conv_chan_const", "add_tables_const", "conv_nat_const"
 FAST_PATHS = {
     "fast_dw_c6_s1_same": {"dw3_c"}, "fast_dw_c5_s2_valid": {"dw3_c"}, "fast_dw_c16_s2_same": {"dw3_direct"},
     "fast_dw_c8_s2_same_odd": {"dw3_direct"}, "fast_dw_c6_bands_s1": {"dw3_c"}, "fast_dw_c4_bands_s2": {"dw3_band"},
     "fast_dw_k5_general": {"dw_general"}, "fast_dw_mult3_general": {"dw_ref"},
-    "fast_conv_c3_s2_same": {"conv_nat"}, "fast_conv_w11_rem5": {"conv_words"}, "fast_conv_c5_w6_valid": {"conv_nat"},
-    "fast_conv_c1_w7": {"conv_small"}, "fast_conv_1x1_w5_c36": {"conv_words"},
-    "fast_conv_mixed_scales": {"conv_words"}, "fast_pass4_rem4": {"conv_words"}, "fast_pass4_3x3map": {"conv_words"},
-    "fast_nat_c1_k5_s2": {"conv_nat"}, "fast_nat_c2_valid_w7": {"conv_nat"}, "fast_nat_c3_narrow": {"conv_nat"},
-    "fast_nat_c6_s1": {"conv_nat"}, "fast_nat_c3_dil2_bytes": {"conv_bytes"},
+    "fast_conv_c3_s2_same": {"conv_nat", CC, NC}, "fast_conv_w11_rem5": {"conv_words", CC},
+    "fast_conv_c5_w6_valid": {"conv_nat", CC, NC}, "fast_conv_c1_w7": {"conv_small"},
+    "fast_conv_1x1_w5_c36": {"conv_words", CC}, "fast_conv_mixed_scales": {"conv_words", CC},
+    "fast_pass4_rem4": {"conv_words", CC}, "fast_pass4_3x3map": {"conv_words", CC},
+    "fast_nat_c1_k5_s2": {"conv_nat", CC, NC}, "fast_nat_c2_valid_w7": {"conv_nat", CC, NC},
+    "fast_nat_c3_narrow": {"conv_nat", CC, NC}, "fast_nat_c6_s1": {"conv_nat", CC, NC},
+    "fast_nat_c3_dil2_bytes": {"conv_bytes", CC},
     "fast_fc_d64_o10": {"fc_dsp"}, "fast_fc_d18_o6": {"fc_dsp"}, "fast_fc_d3_general": {"fc_ref"},
-    "fast_add_residual_relu": {"conv_small", "fused_add_dsp"}, "fast_add_broadcast": {"add_dsp"},
+    "fast_add_residual_relu": {"conv_small", "fused_add_dsp", AT}, "fast_add_broadcast": {"add_dsp", AT},
     "fast_add_small_general": {"conv_small", "fused_add_dsp"},
+    "fast_add_residual_3x3": {"conv_small", "conv_words", CC, "fused_add_dsp", AT},
 }
 
 
+# Cases whose conv+ADD fusion no longer lowers the peak (the ADD takes its tables from flash), fused
+# here by force so that the fused kernel's small general path stays covered.
+FORCE_FUSION = {"fast_add_small_general"}
+
+
 @pytest.mark.parametrize("name", sorted(FAST_CASES))
-def test_fast_path_bit_exact_in_qemu(name, model_dir, tmp_path):
+def test_fast_path_bit_exact_in_qemu(name, model_dir, tmp_path, monkeypatch):
+    if name in FORCE_FUSION:
+        from microt_deploy.compiler import fuse
+
+        monkeypatch.setattr("microt_deploy.compiler.planner.choose_fusions", lambda cands, peak_of: {
+            (gi, li): fuse.chunk_options(conv)[-1] for gi, li, conv in cands})
     recipe, args = FAST_CASES[name]
     fn, shapes = recipe(name, *args)
     path = convert(fn, shapes, model_dir, name)
@@ -145,3 +188,20 @@ def test_depthwise_other_kernel_sizes_take_a_dsp_path(model_dir, tmp_path):
     assert np.array_equal(fast.output, naive.output)
     assert ran(fast) == {"dw_general"} and ran(naive) == {"dw_ref"}
     assert fast.total < naive.total / 2, (fast.total, naive.total)
+
+
+@pytest.mark.parametrize("name,paths", [("fast_add_broadcast", {"add_dsp"}),
+                                        ("fast_add_residual_3x3", {"conv_small", "conv_words", "fused_add_dsp"}),
+                                        ("fast_nat_c6_s1", {"conv_nat"})])
+def test_tables_built_at_run_time_without_the_flash_ones(name, paths, model_dir, tmp_path, monkeypatch):
+    """With the compiler's flash tables left out (params with NULL chan_table / input*_table, as
+    hand-written ones, and no nat_weights), the kernels build them in the scratch (the conv's records, the ADD's operand
+    tables) or take the table-less fused ADD, and give the same bytes as BUILTIN_REF."""
+    monkeypatch.setattr(ops_conv, "conv_uses_chan_table", lambda f: False)
+    monkeypatch.setattr(ops_conv, "conv_nat_likely", lambda f: False)
+    monkeypatch.setattr(ops_add, "ADD_MIN_ELEMS", 1 << 30)
+    recipe, args = FAST_CASES[name]
+    fn, shapes = recipe(name, *args)
+    path = convert(fn, shapes, model_dir, name)
+    run = run_bit_exact(path, tmp_path, seed=len(name) + 7)
+    assert_paths(run, paths, name)

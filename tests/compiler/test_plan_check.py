@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from microt_deploy.compiler import codegen
+from microt_deploy.compiler import codegen, planner
 from microt_deploy.compiler.planner import check_plan
 from microt_deploy.errors import MicrotError
 
@@ -67,7 +67,7 @@ def test_compile_program_runs_the_check(monkeypatch, tmp_path):
             b.offset = 0
         return max((b.size for b in buffers), default=0)
 
-    monkeypatch.setattr(codegen, "place_best", stacked)
+    monkeypatch.setattr(planner, "place_best", stacked)
     with pytest.raises(MicrotError, match="memory plan error: tensors .* overlap while both live"):
         codegen.compile_program([codegen.GraphSpec(MODELS_DIR / "mlperf_tiny_ad01_int8.tflite", "net")], tmp_path)
     assert not (tmp_path / "mdt_model.c").exists()

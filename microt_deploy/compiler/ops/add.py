@@ -6,7 +6,8 @@ import numpy as np
 
 from ..ir import Graph, Op
 from ..quant import F32, quantize_multiplier
-from .base import Layer, act_range, dims4, fail, per_tensor
+from .base import Layer, Ref, act_range, dims4, fail, per_tensor
+from .tables import ADD_MIN_ELEMS, add_operand_table, rqf_ok
 
 LEFT_SHIFT = 20
 
@@ -44,4 +45,10 @@ def lower_add(graph: Graph, op: Op) -> Layer:
                   input1_offset=-a.qzero, input2_offset=-b.qzero, output_offset=y.qzero,
                   left_shift=LEFT_SHIFT, input1_multiplier=m1, input2_multiplier=m2, output_multiplier=mo,
                   input1_shift=s1, input2_shift=s2, output_shift=shift_o, act_min=lo, act_max=hi)
-    return Layer(op, "mdt_add", "mdt_add_params", fields, {}, [op.inputs[0], op.inputs[1], op.outputs[0]])
+    arrays = {}
+    if int(np.prod(so)) >= ADD_MIN_ELEMS and rqf_ok(mo, shift_o):
+        # the DSP path's operand tables (tables.py), in flash: none built per call, none in the scratch
+        fields.update(input1_table=Ref("add_t1"), input2_table=Ref("add_t2"))
+        arrays = {"add_t1": add_operand_table(-a.qzero, LEFT_SHIFT, m1, s1),
+                  "add_t2": add_operand_table(-b.qzero, LEFT_SHIFT, m2, s2)}
+    return Layer(op, "mdt_add", "mdt_add_params", fields, arrays, [op.inputs[0], op.inputs[1], op.outputs[0]])

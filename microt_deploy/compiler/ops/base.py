@@ -43,6 +43,7 @@ class Layer:
     pack_inputs: bool = False
     inplace: dict | None = None  # set by the planner: {input, delta, scratch}
     fused: dict | None = None  # a fused layer (fuse.py): {ops: the TFLite ops it runs, intermediate}
+    folded_pad: dict | None = None  # a PAD folded into this conv (fuse.fold_pads): {op, intermediate, pads}
 
 
 def fail(graph: Graph, op: Op, problem: str, fix: str) -> None:

@@ -7,6 +7,7 @@ import numpy as np
 from ..ir import Graph, Op
 from ..quant import conv_multipliers, out_size, same_padding
 from .base import Layer, Ref, act_range, fail, need_const, need_rank, per_tensor
+from .tables import chan_table, conv_nat_likely, conv_uses_chan_table, nat_weights
 
 
 def _common(graph: Graph, op: Op, depthwise: bool) -> Layer:
@@ -66,6 +67,15 @@ def _common(graph: Graph, op: Op, depthwise: bool) -> Layer:
             fields["zero_rows"] = Ref("zero_rows")
             arrays["zero_rows"] = zero_rows.astype(np.uint8)
             live_macs = y.size // oc * int(oc - zero_rows.sum()) * per_out
+        if conv_uses_chan_table(fields):
+            # the DSP conv path's per-channel records, built here once into flash (tables.py) instead
+            # of in the layer's scratch at every call
+            fields["chan_table"] = Ref("chan_table")
+            arrays["chan_table"] = chan_table(fields, arrays.get("bias"), mult, shift, arrays.get("zero_rows"))
+        if conv_nat_likely(fields):
+            # few input channels: the filter widened to int16 once, in flash, not in the scratch per call
+            fields["nat_weights"] = Ref("nat_weights")
+            arrays["nat_weights"] = nat_weights(arrays["filter"], oc, per_out)
     layer = Layer(op, "mdt_depthwise_conv2d" if depthwise else "mdt_conv2d",
                   "mdt_dwconv_params" if depthwise else "mdt_conv_params", fields, arrays,
                   [op.inputs[0], op.outputs[0]], macs=y.size * per_out, live_macs=live_macs,

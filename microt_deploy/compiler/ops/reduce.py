@@ -51,7 +51,7 @@ def _lower_reduce(graph: Graph, op: Op, is_mean: bool) -> Layer:
     if is_mean and rank == 4 and axes == [1, 2]:
         n, ih, iw, c = x.shape
         fields = dict(batches=n, in_h=ih, in_w=iw, channels=c, input_zero_point=x.qzero,
-                      output_zero_point=y.qzero, mode="MDT_MEAN_FOLD", multiplier=mult, shift=shift)
+                      output_zero_point=y.qzero, multiplier=mult, shift=shift)
         return Layer(op, "mdt_mean_hw", "mdt_mean_params", fields, {}, [op.inputs[0], op.outputs[0]])
     shape = dims4(x.shape)
     pad = 4 - rank
