@@ -128,8 +128,8 @@ def test_planner_chooses_a_stage_that_lowers_the_arena(name, model_dir, tmp_path
     assert plan["arena_bytes"] < off["arena_bytes"], (plan["arena_bytes"], off["arena_bytes"])
     assert plan["macs"] == off["macs"] + sum(st["patch_stage"]["extra_macs"] for st in stages)
     _host_exact(path)
-    # by default only stages whose recomputed halos stay within the budget
-    auto = _compile(path, tmp_path / "auto", monkeypatch)
+    # "auto": only stages whose recomputed halos stay within the budget
+    auto = _compile(path, tmp_path / "auto", monkeypatch, "auto")
     extra = sum(st["patch_stage"]["extra_macs"] for st in _stages(auto))
     assert extra <= patch.MAX_EXTRA_MACS * off["macs"], (extra, off["macs"])
     assert auto["arena_bytes"] <= off["arena_bytes"]
@@ -154,7 +154,7 @@ def mcunet64(tmp_path_factory):
 def test_mcunet_backbone_at_64(mcunet64, tmp_path, monkeypatch):
     path = mcunet64
     off = _compile(path, tmp_path / "off", monkeypatch, "off")
-    plan = _compile(path, tmp_path / "auto", monkeypatch)
+    plan = _compile(path, tmp_path / "auto", monkeypatch, "auto")
     stages = [st["patch_stage"] for st in _stages(plan)]
     print(f"mcunet-in3@64: arena {off['arena_bytes']} -> {plan['arena_bytes']} bytes, stages "
           f"{[(rec['layers'][0], rec['layers'][-1], rec['n']) for rec in stages]}, "
@@ -182,7 +182,7 @@ def test_mcunet_deep_stage_with_residual_blocks(force, mcunet64, tmp_path, monke
 def test_forced_stage_refusals(model_dir, tmp_path, monkeypatch):
     path = _model("patch_chain", model_dir)
     for force, match in (("7:2", "cannot run as a patch stage"), ("5:40", "cannot run as a patch stage"),
-                         ("five", "neither 'off', 'min' nor")):
+                         ("five", "neither 'off', 'auto', 'min' nor")):
         monkeypatch.setenv(patch.FORCE_ENV, force)
         with pytest.raises(MicrotError, match=match) as err:
             compile_program([GraphSpec(path, "net")], tmp_path)

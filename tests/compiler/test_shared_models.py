@@ -89,13 +89,13 @@ def test_infer_files_round_trip_and_refusals(tmp_path):
     assert not (tmp_path / "o2.npy").exists()
 
 
-# TFLM's arena for the same models (shared/REFERENCE.md); the issue's target is <= 0.6x on each
-# model with convolutions. ResNet-8 meets it through the fused CONV_2D+ADD of its first residual block.
-# The arena holds the kernels' working memory too (compiler/scratch.py; TFLM's arena holds its CMSIS-NN
-# scratch buffers likewise): KWS's first conv keeps 5 KB of widened weights there, ResNet-8's convs
-# 1.8 KB of im2col at its peak step.
-TFLM_ARENA = {"vww_96_int8": (100_708, 0.6), "kws_ref_model": (22_820, 0.75),
-              "pretrainedResnet_quant": (54_996, 0.65)}
+# TFLM's arena for the same models (shared/REFERENCE.md), which holds its CMSIS-NN scratch buffers; ours
+# holds the kernels' working memory likewise (compiler/scratch.py; the stack under 1 KB). Measured:
+# VWW 45,344 B (0.450x: in-place chains, row kernels in chunks), KWS 10,544 (0.462x), ResNet-8 34,807
+# (0.633x, its 32,864 of activations + the convs' im2col at the peak step; peak SRAM with the stack
+# 35.7 KB against the last release's 52.8 KB of arena + static tables + stack).
+TFLM_ARENA = {"vww_96_int8": (100_708, 0.451), "kws_ref_model": (22_820, 0.5),
+              "pretrainedResnet_quant": (54_996, 0.64)}
 
 
 @pytest.mark.parametrize("stem", sorted(TFLM_ARENA))
@@ -104,7 +104,6 @@ def test_arena_well_below_tflm(stem, tmp_path):
     plan = compile_program([GraphSpec(path, "net")], tmp_path)
     tflm, ratio = TFLM_ARENA[stem]
     assert plan["arena_size"] <= ratio * tflm, (plan["arena_size"], tflm)
-    # (VWW's in-place chain of its 48x48 stage now runs by patches: compiler/patch.py)
-    assert any(la["inplace"] or la["patch_stage"] for la in plan["graphs"][0]["layers"])
+    assert any(la["inplace"] for la in plan["graphs"][0]["layers"])
     # fused only where it lowers the peak: the residual model, not the plain chains
     assert any(la["fused"] for la in plan["graphs"][0]["layers"]) == (stem == "pretrainedResnet_quant")
