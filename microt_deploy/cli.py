@@ -555,7 +555,7 @@ def bench(models: str | None, project_dir: Path | None, json_path: Path | None, 
         run_cores(paths, json_path, out)
         return
     if backbones:
-        from microt_deploy.evaluate import paper_models
+        from microt_deploy.export import paper_models
 
         names = list(paper_models.BACKBONES) if backbones == "all" else backbones.split(",")
         for name in names:

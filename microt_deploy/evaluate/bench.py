@@ -26,9 +26,10 @@ from microt_deploy import atomic, children, resources
 from microt_deploy.boards import load_board
 from microt_deploy.compiler import GraphSpec, compile_program
 from microt_deploy.errors import MicrotError
-from microt_deploy.evaluate import paper_models, stack_marks
+from microt_deploy.evaluate import stack_marks
 from microt_deploy.evaluate.bench_image import BenchRun, render_bench, run_bench_image
 from microt_deploy.evaluate.dense import densify
+from microt_deploy.export import paper_models
 from microt_deploy.firmware.render import KERNEL_STATIC_BYTES
 
 # The reference models and TFLM's measured figures travel with the repository (bench/README).

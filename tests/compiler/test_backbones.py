@@ -1,5 +1,5 @@
 """The paper's backbones (mcunet-in3, proxyless-w0.3) at a reduced resolution, exported int8 through the
-project's route (evaluate.paper_models: torch -> ONNX -> onnx2tf -> TFLite) and compiled: every PAD that
+project's route (export.paper_models: torch -> ONNX -> onnx2tf -> TFLite) and compiled: every PAD that
 onnx2tf writes for PyTorch's symmetric padding is folded into its convolution, the arena is no larger
 than the most bytes the plan has in use at any one step (no placement waste: judged from plan.json's
 tensors and scratch, not from the planner's own figure), and the generated C gives TFLite's reference
@@ -12,7 +12,7 @@ import pytest
 
 from microt_deploy.compiler import GraphSpec, compile_program, read_model
 from microt_deploy.compiler.host_runner import run_model
-from microt_deploy.evaluate import paper_models
+from microt_deploy.export import paper_models
 
 from .tflite_models import random_inputs, reference
 

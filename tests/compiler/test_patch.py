@@ -146,7 +146,7 @@ def test_stage_bit_exact_in_qemu(name, model_dir, tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def mcunet64(tmp_path_factory):
-    from microt_deploy.evaluate import paper_models
+    from microt_deploy.export import paper_models
 
     return paper_models.generate("mcunet-in3", size=64, out=tmp_path_factory.mktemp("mcunet") / "m.tflite")
 

@@ -57,7 +57,7 @@ def test_tiny_training_run(tmp_path):
 
 
 def test_joint_training_learns_the_task(tmp_path):
-    cfg = tiny_config(joint_epochs=15, lr=0.05)
+    cfg = tiny_config(joint_epochs=25, lr=0.05)
     cfg["data"]["max_per_class"] = 30
     project = init_project(tmp_path / "p", cfg)
     data = train_project(project)
