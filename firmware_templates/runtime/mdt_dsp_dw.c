@@ -1041,8 +1041,12 @@ int mdt_dw3x3_dsp(const mdt_dwconv_params *p, const int8_t *input, int8_t *outpu
     const int32_t pi = ncols <= 16 ? 0 : (ncols <= 32 ? 1 : (ncols <= 64 ? 2 : 3));
     const int32_t pitch = 16 << pi, rs = 8 * pitch;
     const int32_t rows_cap = DW_BUF / (GROUP * pitch);
-    /* output rows per band: their input rows all in the buffer at once */
-    const int32_t band = (rows_cap - 3) / (stride_h > 0 ? stride_h : 1) + 1;
+    /* output rows per band: their input rows all in the buffer at once; the layer's rows spread
+     * evenly over as few bands as the buffer allows (the same bands, transposes and calls as full
+     * bands with a short last one, in fewer buffer rows: scratch.py sizes the buffer the same way) */
+    const int32_t band_max = (rows_cap - 3) / (stride_h > 0 ? stride_h : 1) + 1;
+    const int32_t nbands = out_h > 0 ? (out_h + band_max - 1) / band_max : 1;
+    const int32_t band = (out_h + nbands - 1) / nbands;
     int32_t b, c0, oy, fast;
     if (p->k_h != 3 || p->k_w != 3 || p->depth_multiplier != 1 || p->dil_h != 1 || p->dil_w != 1 ||
         (stride != 1 && stride != 2) || stride_h < 1 || out_w < 1 || out_w > DW_ACC || out_h < 1 ||
@@ -1068,7 +1072,7 @@ int mdt_dw3x3_dsp(const mdt_dwconv_params *p, const int8_t *input, int8_t *outpu
     {
         /* the padding columns of the rows in use: zero for the whole call (the transposes only
          * write the others); the bands use no more rows than these */
-        const int32_t used = (out_h - 1) * stride_h + 3 < rows_cap ? (out_h - 1) * stride_h + 3 : rows_cap;
+        const int32_t used = (band - 1) * stride_h + 3;
         buf = (int16_t *)mdt_scratch_take(&s, used * GROUP * pitch * (int32_t)sizeof(int16_t));
         if (buf == NULL) {
             return 0;

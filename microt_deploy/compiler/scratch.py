@@ -191,7 +191,10 @@ def dw_call(f: dict, arrays: dict) -> tuple[str, list[int]]:
         dcols, drows = (out_w - 1) * stride + 3, (out_h - 1) * stride_h + 3
         if drows * dcols * DW_GROUP <= DW_BUF and min(dcols - pad_w, in_w) >= 1:
             return "dw3_direct", [DW_CALL, drows * dcols * DW_GROUP * 2]  # dw_direct_layer's interleaved rows
-    used = min((out_h - 1) * stride_h + 3, rows_cap)
+    band_max = (rows_cap - 3) // stride_h + 1
+    nbands = -(-out_h // band_max)
+    band = -(-out_h // nbands)  # rows spread evenly over the fewest bands (mdt_dw3x3_dsp)
+    used = (band - 1) * stride_h + 3
     return ("dw3_band" if fast else "dw3_c"), [DW_CALL, used * DW_GROUP * pitch * 2]  # the transposed rows
 
 

@@ -84,6 +84,10 @@ DW_CASES = {
     "dw_w100_c4_s1_bands": (pair_dw, (13, 100, 4, 1, "SAME", "relu6")),
     "dw_w50_c8_s2_bands": (pair_dw, (15, 99, 8, 2, "SAME", "none")),
     "dw_w50_c6_s2_bands": (pair_dw, (15, 99, 6, 2, "SAME", "none")),
+    # rows spread evenly over the bands: pitch 64 at stride 1 (20 rows in bands of 10, not 13 + 7)
+    # and at stride 2 (16 output rows in bands of 6, 6, 4, not 7, 7, 2)
+    "dw_w50_c8_s1_even_bands": (pair_dw, (20, 50, 8, 1, "SAME", "none")),
+    "dw_w25_c4_s2_even_bands": (pair_dw, (31, 50, 4, 2, "SAME", "relu")),
     # activation ranges short of int8
     "dw_clamp_relu6_s1": (concat_dw, (9, 10, 8, 1, "SAME", "relu6")),
     "dw_clamp_relu_s2": (concat_dw, (10, 13, 12, 2, "SAME", "relu")),
@@ -127,6 +131,7 @@ DW_PATHS = {
     "dw_direct_s2_valid": {"dw3_direct"}, "dw_direct_s1_valid": {"dw3_direct"},
     "dw_direct_4x4_s1": {"dw3_direct"}, "dw_direct_2x2_s2_relu6": {"dw3_direct"},
     "dw_w30_c8_s1_chunks": {"dw3_band"}, "dw_w100_c4_s1_bands": {"dw3_band"}, "dw_w50_c8_s2_bands": {"dw3_band"},
+    "dw_w50_c8_s1_even_bands": {"dw3_band"}, "dw_w25_c4_s2_even_bands": {"dw3_band"},
     "dw_w50_c6_s2_bands": _C, "dw_clamp_relu6_s1": _C, "dw_clamp_relu_s2": _C,
     "dw_mixed_scales_s1": _C_DIRECT, "dw_mixed_scales_s2": _C_DIRECT, "dw_huge_bias": _C_DIRECT,
 }
@@ -165,3 +170,17 @@ def test_dw_row_wise_bit_exact_in_qemu(model_dir, tmp_path):
     assert any(row_wise), plan["graphs"][0]["layers"]
     dw_layers = [i for i, la in enumerate(plan["graphs"][0]["layers"]) if la["op"] == "DEPTHWISE_CONV_2D"]
     assert all(run.paths[i] == {"dw3_direct"} for i in dw_layers), run.paths  # one output row per call
+
+
+def test_dw_band_buffer_holds_the_even_bands_rows():
+    """VWW's first depthwise (48x48x8, stride 1, pitch 64: at most 13 output rows a band) runs in 4
+    bands of 12 rows, so its transposed-rows buffer holds 12 + 2 input rows of 4 channels x 64 int16,
+    not the 15 a 13-row band would need (512 bytes of the arena's peak)."""
+    from microt_deploy.compiler.scratch import DW_CALL, dw_call
+
+    f = dict(stride_w=1, stride_h=1, out_w=48, out_h=48, in_w=48, in_h=48, pad_w=1, pad_h=1, k_h=3, k_w=3,
+             depth_multiplier=1, dil_h=1, dil_w=1, in_c=8, act_min=-128, act_max=127)
+    arrays = {"shift": np.full(8, -8), "mult": np.full(8, 1 << 30)}
+    path, pieces = dw_call(f, arrays)
+    assert path == "dw3_band"
+    assert pieces == [DW_CALL, 14 * 4 * 64 * 2]
