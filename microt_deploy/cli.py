@@ -267,12 +267,17 @@ def export(project_dir: Path) -> None:
 
 @main.command(name="compile")
 @project_option
+@board_option
+@click.option("--patch-stages", "patch_stages", default=None, metavar="POLICY",
+              help="fit | off | auto | min | <last layer>:<n>[,...]: when the trunk's high-resolution layers run "
+                   "patch by patch (default: [compile] patch_stages, fit: only when the arena would not fit the "
+                   "board's RAM otherwise).")
 @_friendly
-def compile_cmd(project_dir: Path) -> None:
+def compile_cmd(project_dir: Path, board: str | None, patch_stages: str | None) -> None:
     """int8 TFLite -> C: weights as const arrays, a static kernel schedule and arena plan."""
     from microt_deploy import pipeline
 
-    pipeline.compile(project_dir, out)
+    pipeline.compile(project_dir, out, board_id=board, patch_stages=patch_stages)
 
 
 @main.command()

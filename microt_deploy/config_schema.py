@@ -404,6 +404,14 @@ SCHEMA: tuple[Section, ...] = (
     ), "The classification tasks sharing the extractor, one `[[tasks]]` table each (at least one).",
         array=True, default=[{"name": "digits", "labels": "digit", "classes": 10},
                              {"name": "loops", "labels": "loops", "classes": 3}]),
+    Section("compile", (
+        Key("patch_stages", Text(choices=("fit", "off", "auto", "min")), "fit", "compile",
+            "when the compiler runs the trunk's high-resolution layers patch by patch, as MCUNetV2 does",
+            notes='"fit": only when the arena would not fit the board\'s RAM otherwise, with the fewest '
+                  'recomputed MACs that fit; "off": never; "auto": where it lowers the peak within 10 % extra '
+                  'MACs; "min": the lowest peak at any cost. --patch-stages overrides it (also as '
+                  '"<last layer>:<n>")'),
+    ), "The compiler's choices that trade instructions for SRAM."),
     Section("device", (
         Key("board", Text(choices=_known_boards, note="a known board id"), "qemu_mps2_an386",
             "build, flash, train-device, eval, demo", "the target board",

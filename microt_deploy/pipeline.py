@@ -103,9 +103,28 @@ def compile(project_dir: Path, console: Console) -> dict[str, Any]:  # noqa: A00
     from microt_deploy import atomic
 
     with atomic.staged_dir(project.compiled_dir) as staged:  # the three files appear together or not at all
-        plan = compile_program(specs, staged)
+        if policy.mode == "fit":
+            plan = compile_program(specs, staged, stage_policy=StagePolicy("off"))
+            budget = _arena_budget(project, board, staged / "mdt_model.h")
+            if budget is not None and plan["arena_size"] > budget:
+                console.print(f"the arena ({plan['arena_size']:,} B) does not fit {board.id}'s RAM "
+                              f"({budget:,} B left for it): planning patch stages", soft_wrap=True)
+                plan = compile_program(specs, staged, stage_policy=StagePolicy("fit", budget))
+        else:
+            plan = compile_program(specs, staged, stage_policy=policy)
     console.print(summarize(plan), soft_wrap=True, highlight=False, markup=False)
     return plan
+
+
+def _arena_budget(project: Project, board: Board, header: Path) -> int | None:
+    """The arena the board's RAM leaves beside the firmware's buffers and the smallest feature store
+    (firmware.render.arena_budget), for the model compiled into ``header``."""
+    from microt_deploy.firmware.render import arena_budget, read_model_sizes
+    from microt_deploy.targets import target_for
+
+    options = {k: v for k, v in _firmware_options(project).items() if k != "baud"}
+    return arena_budget(board, read_model_sizes(header), options,
+                        stack_in_ram=target_for(board).stack_in_ram(board))
 
 
 def build(project_dir: Path, board_id: str | None, console: Console, *, pio: bool = False,

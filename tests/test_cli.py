@@ -75,3 +75,30 @@ def test_boards_lists_every_board_file() -> None:
     assert res.returncode == 0, res.stderr
     for board in ("qemu_mps2_an386", "host", "nucleo_l4r5zi", "nucleo_h7a3zi_q", "disco_f746ng", "esp32dev"):
         assert board in res.stdout
+
+
+def test_compile_patch_stages_option_and_key(tmp_path: Path) -> None:
+    """`compile --patch-stages` and `[compile] patch_stages`: a bad value is one line before anything is
+    written; the default "fit" takes no patch stage for a model that fits the board."""
+    import json
+
+    from tests.targets.split_model import build_split_model
+
+    project = tmp_path / "p"
+    assert run("init", str(project)).returncode == 0
+    build_split_model(project / "export")
+    bad = run("compile", "--project", str(project), "--patch-stages", "fits")
+    assert bad.returncode == 2, bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1 and "--patch-stages = 'fits' is neither" in bad.stderr
+    assert not (project / "compiled").exists()
+    ok = run("compile", "--project", str(project))
+    assert ok.returncode == 0, ok.stderr
+    plan = json.loads((project / "compiled" / "plan.json").read_text())
+    assert not any(la["patch_stage"] for g in plan["graphs"] for la in g["layers"])
+    assert "does not fit" not in ok.stdout + ok.stderr
+    cfg = (project / "microt.toml").read_text()
+    assert 'patch_stages = "fit"' in cfg  # init writes the key at its default
+    (project / "microt.toml").write_text(cfg.replace('patch_stages = "fit"', 'patch_stages = "always"'))
+    res = run("compile", "--project", str(project))
+    assert res.returncode == 2 and "compile.patch_stages" in res.stderr, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .. import resources
 from .codegen import GraphSpec, compile_program
+from .patch import StagePolicy
 from .reader import SUPPORTED_OPS, read_model
 from .report import summarize
 
@@ -18,5 +19,5 @@ def runtime_sources() -> list[Path]:
     return sorted(RUNTIME_DIR.glob("*.c"))
 
 
-__all__ = ["RUNTIME_DIR", "SUPPORTED_OPS", "GraphSpec", "compile_program", "read_model", "runtime_sources",
-           "summarize"]
+__all__ = ["RUNTIME_DIR", "SUPPORTED_OPS", "GraphSpec", "StagePolicy", "compile_program", "read_model",
+           "runtime_sources", "summarize"]

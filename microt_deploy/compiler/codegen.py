@@ -15,6 +15,7 @@ from ..errors import MicrotError
 from . import patch
 from .fuse import fold_pads
 from .ops import Layer, Ref, lower_op
+from .patch import StagePolicy
 from .planner import ALIGN, Plan, align, check_plan, plan_program
 from .planner import PlannedGraph as _Compiled
 from .reader import read_model
@@ -166,8 +167,11 @@ def _io_macros(gi: int, c: _Compiled, plan: Plan) -> list[str]:
     return lines
 
 
-def compile_program(graphs: list[GraphSpec], out_dir: str | Path, header_name: str = "mdt_model") -> dict:
+def compile_program(graphs: list[GraphSpec], out_dir: str | Path, header_name: str = "mdt_model",
+                    stage_policy: StagePolicy | None = None) -> dict:
     """Compile graphs that run in list order on one arena; write ``<header_name>.h/.c`` and plan.json.
+    ``stage_policy``: when the planner takes patch stages (patch.StagePolicy; None: the
+    MICROT_PATCH_STAGE environment variable, unset off).
 
     Returns the plan (the same dict as plan.json). Raises MicrotError on anything unsupported, before
     any file is written.
@@ -176,7 +180,7 @@ def compile_program(graphs: list[GraphSpec], out_dir: str | Path, header_name: s
         raise MicrotError(f"header name '{header_name}' is not a C identifier", "use e.g. mdt_model")
     _check_program(graphs)
     compiled = [_lower(spec) for spec in graphs]
-    memory = plan_program(compiled)
+    memory = plan_program(compiled, stage_policy)
     peak = memory.peak
     arena = max(align(peak), ALIGN)
     if arena > MAX_ARENA_BYTES:

@@ -40,8 +40,9 @@ from .ops import Layer
 from .scratch import kernel_scratch_bytes
 
 STAGE_KERNEL = "mdt_patch_stage"  # the composite layer's kernel name (the C is emitted per stage)
-# For tests and experiments: "off" (no stage), or "<last layer>:<n>" (the stage ending at that index
-# of the first graph's lowered layers, after PAD folding, on an n x n grid); unset: the planner's choice.
+# For tests and experiments on models compiled outside a project (a project has `[compile]
+# patch_stages`): a StagePolicy.parse value, e.g. "<last layer>:<n>" (the stage ending at that index of
+# the first graph's lowered layers, after PAD folding, on an n x n grid); unset: off.
 FORCE_ENV = "MICROT_PATCH_STAGE"
 GRIDS = (2, 3, 4, 5, 6)
 CONVS = ("mdt_conv2d", "mdt_depthwise_conv2d")
@@ -259,65 +260,82 @@ def apply_stages(graph: Graph, layers: list[Layer], fusions: dict[int, int], sta
     return out
 
 
-def forced() -> list[tuple[int, int]] | None | str:
-    """FORCE_ENV parsed: "off" (unset: the default), None for "auto" (the planner chooses within
-    MAX_EXTRA_MACS), "min" (the planner chooses the lowest peak whatever it recomputes), or the
-    stages' (last layer, n) in order.
+MODES = ("fit", "off", "auto", "min")
 
-    Off by default: measured on VWW, a stage within 10 % extra MACs (+6 %) still cost +19 %
-    instructions (many small kernel calls per patch), and the SRAM it saves (45.3 -> 43.7 KB there)
-    matters only to a model that does not fit otherwise."""
-    v = os.environ.get(FORCE_ENV, "").strip()
-    if not v or v == "off":
-        return "off"
-    if v == "auto":
-        return None
-    if v == "min":
-        return v
-    try:
-        out = []
-        for part in v.split(","):
-            last, n = (int(x) for x in part.split(":"))
-            out.append((last, n))
-    except ValueError:
-        raise MicrotError(f"{FORCE_ENV}={v!r} is neither 'off', 'auto', 'min' nor '<last layer>:<n>[,...]'",
-                          f"unset {FORCE_ENV} or set it to e.g. 6:2") from None
-    return out
+
+@dataclass(frozen=True)
+class StagePolicy:
+    """When the planner takes patch stages. ``fit`` (the projects' default, `[compile] patch_stages`):
+    only when the program without them needs more arena than ``budget`` (what the board's RAM leaves:
+    firmware.render.arena_budget), and then the stage of fewest extra MACs that fits, or the lowest
+    peak where none does; ``off``: never; ``auto``: the stage that lowers the peak most within
+    MAX_EXTRA_MACS; ``min``: the lowest peak at any cost; ``forced``: the stages given as (last
+    lowered layer of the first graph, grid n) in order.
+
+    Why not always: measured on VWW, a stage within 10 % extra MACs (+6 %) still cost +22 %
+    instructions (many small kernel calls per patch) for 1.6 KB less arena; SRAM saved matters only
+    to a model that does not fit otherwise."""
+
+    mode: str = "off"
+    budget: int | None = None
+    forced: tuple[tuple[int, int], ...] = ()
+
+    @classmethod
+    def parse(cls, text: str, budget: int | None = None, where: str = "patch_stages") -> StagePolicy:
+        """``fit`` / ``off`` / ``auto`` / ``min`` or ``<last layer>:<n>[,...]``; a bad value is a
+        one-line MicrotError naming ``where``."""
+        v = text.strip()
+        if v in MODES:
+            return cls(v, budget)
+        try:
+            stages = tuple((int(a), int(b)) for a, b in (part.split(":") for part in v.split(",")))
+        except ValueError:
+            raise MicrotError(f"{where} = {v!r} is neither 'fit', 'off', 'auto', 'min' nor '<last layer>:<n>[,...]'",
+                              f"set {where} to fit (the default), off, auto, min or e.g. 6:2") from None
+        return cls("forced", budget, stages)
+
+    @classmethod
+    def from_env(cls) -> StagePolicy:
+        """FORCE_ENV (tests and experiments on bare models: `infer`, `bench`); unset: off."""
+        return cls.parse(os.environ.get(FORCE_ENV, "") or "off", where=FORCE_ENV)
 
 
 MAX_STAGES = 2  # stages in sequence: a second one where the first's output is still large
 # Halos are recomputed: a stage is taken only where its extra MACs stay within this share of the
 # graph's, so that the SRAM it saves does not cost more time than it is worth (VWW's best stage adds
-# 43 %, mcunet-in3's pair at 176 104 %: both refused by default). FORCE_ENV=min lifts it.
+# 43 %, mcunet-in3's pair at 176 104 %: both refused by "auto"). "min" and "fit" lift it.
 MAX_EXTRA_MACS = 0.10
 # planner runs spent on the choice (each plans the whole program): at most, and in a row without a
 # better peak (where the rest of the graph holds the peak, every bound is below it)
 MAX_TRIALS, MAX_FRUITLESS = 48, 12
 
 
-def choose_stages(graph: Graph, layers: list[Layer], peak_of: Callable[[list[Layer]], int]) -> list[Layer]:
-    """The stages (one, or two in sequence) and grids that give the lowest peak (``peak_of``: the
-    planner's live bytes with those composite layers), fewest extra MACs on a tie; [] where none
-    lowers the peak. FORCE_ENV overrides the choice.
+def choose_stages(graph: Graph, layers: list[Layer], peak_of: Callable[[list[Layer]], int],
+                  policy: StagePolicy) -> list[Layer]:
+    """The stages (one, or two in sequence) and grids the policy asks for (``peak_of``: the planner's
+    live bytes with those composite layers): for ``auto`` / ``min`` the lowest peak, fewest extra MACs
+    on a tie; for ``fit`` the fewest extra MACs within the budget; [] where none lowers the peak.
 
     A stage's own step needs its input, its output and its working memory at once: that sum bounds
     the peak of any choice holding it from below, so choices are tried in the order of that bound
     and the search ends where the bound reaches the best peak found (or after MAX_TRIALS)."""
-    force = forced()
-    if force == "off":
+    if policy.mode == "off":
         return []
-    if force is not None and force != "min":
+    if policy.mode == "forced":
         out, start = [], 0
-        for last, n in force:
+        for last, n in policy.forced:
             found = [c for c in candidates(graph, layers, start) if c[1] == last]
             st = build_stage(graph, layers, found[0][0], last, n) if found else None
             if st is None:
-                raise MicrotError(f"{FORCE_ENV}: layers up to {last} on a {n}x{n} grid cannot run as a patch stage",
+                raise MicrotError(f"patch stage {last}:{n}: layers up to {last} on a {n}x{n} grid cannot run as a "
+                                  "patch stage",
                                   "pick a stage end after a stride-2 layer and a grid no finer than its output")
             out.append(stage_layer(graph, st))
             start = last + 1
         return out
     base = peak_of([])
+    if policy.mode == "fit" and (policy.budget is None or base <= policy.budget):
+        return []
 
     def local(st: Stage) -> int:
         return graph.t(st.input).nbytes + graph.t(st.output).nbytes + st.scratch
@@ -337,9 +355,14 @@ def choose_stages(graph: Graph, layers: list[Layer], peak_of: Callable[[list[Lay
     if MAX_STAGES > 1:
         for first_stage in list(options):
             options += [[first_stage[0], st] for st in stages_from(first_stage[0].last + 1)]
-    if force != "min":
+    if policy.mode == "auto":
         budget = MAX_EXTRA_MACS * sum(layer.macs for layer in layers)
         options = [o for o in options if sum(st.extra_macs for st in o) <= budget]
+    if policy.mode == "fit":
+        fitting = _cheapest_fitting(graph, options, peak_of, policy.budget or 0, local)
+        if fitting is not None:
+            return fitting
+        # nothing fits: the lowest peak (the build then says by how much the board is short)
     options.sort(key=lambda o: (max(local(st) for st in o), sum(st.extra_macs for st in o)))
     best: tuple[tuple[int, int], list[Stage]] | None = None
     since = 0  # trials since the best one
@@ -363,6 +386,19 @@ def choose_stages(graph: Graph, layers: list[Layer], peak_of: Callable[[list[Lay
                 best = (key, chain)
                 break
     return [stage_layer(graph, st) for st in best[1]] if best else []
+
+
+def _cheapest_fitting(graph: Graph, options: list[list[Stage]], peak_of: Callable[[list[Layer]], int],
+                      budget: int, local: Callable[[Stage], int]) -> list[Layer] | None:
+    """The option of fewest extra MACs whose peak is within ``budget`` (its own step's bound first:
+    an option whose stage alone exceeds the budget is never planned); None if none is in MAX_TRIALS."""
+    fits = sorted((o for o in options if max(local(st) for st in o) <= budget),
+                  key=lambda o: sum(st.extra_macs for st in o))
+    for chain in fits[:MAX_TRIALS]:
+        layers_ = [stage_layer(graph, st) for st in chain]
+        if peak_of(layers_) <= budget:
+            return layers_
+    return None
 
 
 def plan_record(layer: Layer, graph: Graph) -> dict | None:

@@ -19,8 +19,7 @@ from ..errors import MicrotError
 from .fuse import FUSED_KERNEL, apply_fusions, choose_fusions, fusion_candidates, scratch_bytes
 from .ir import Graph
 from .ops import Layer
-from .patch import apply_stages, choose_stages, layer_scratch
-from .patch import forced as forced_stages
+from .patch import StagePolicy, apply_stages, choose_stages, layer_scratch
 
 if TYPE_CHECKING:
     from .codegen import GraphSpec
@@ -535,6 +534,17 @@ def _plan(compiled: list[PlannedGraph], placed: bool = True) -> Plan:
         # (the layer names its whole-layer kernel again once disabled; row-wise ones are convs)
         if compiled[cand[0]].layers[cand[1]].kernel in ROW_KERNELS and trial <= peak:
             disabled |= {cand}
+    # A drop taken early may be one that later drops made needless (proxyless-w0.3 at 176: the first
+    # break of its 59-layer chain lands on the peak layer's own in-place run, a 5x5 stride-2 depthwise;
+    # once the chain is also broken after it, that layer in place lowers the peak by 8 KB): take those
+    # back while that lowers the peak.
+    improved = True
+    while improved:
+        improved = False
+        for cand in sorted(disabled):
+            trial = build(disabled - {cand})[0]
+            if trial < peak:
+                peak, disabled, improved = trial, disabled - {cand}, True
     # Each row-wise conv that is left computes as many output rows per call as fit: fewer calls, and a
     # fast path re-reads its window's edge rows once per call. The most that keeps the live bytes
     # under the peak (bisection), then halved until the placed arena is no larger than without.
@@ -567,10 +577,12 @@ def _plan(compiled: list[PlannedGraph], placed: bool = True) -> Plan:
     return plan
 
 
-def plan_program(compiled: list[PlannedGraph]) -> Plan:
+def plan_program(compiled: list[PlannedGraph], stage_policy: StagePolicy | None = None) -> Plan:
     """The program's memory plan: in-place and conv+ADD fusion decisions (fuse.choose_fusions, each
-    trial on fresh copies of the lowered layers, judged on live bytes), then the placement. The
-    graphs' ``layers`` are left as the chosen plan runs them (fused, row-wise kernels)."""
+    trial on fresh copies of the lowered layers, judged on live bytes), patch stages as
+    ``stage_policy`` asks (patch.StagePolicy; None: patch.FORCE_ENV, unset off), then the placement.
+    The graphs' ``layers`` are left as the chosen plan runs them (fused, row-wise kernels, stages)."""
+    policy = stage_policy or StagePolicy.from_env()
     base = [c.layers for c in compiled]
     cands = [(gi, li, base[gi][li]) for gi, c in enumerate(compiled) for li in fusion_candidates(c.graph, base[gi])]
 
@@ -588,8 +600,8 @@ def plan_program(compiled: list[PlannedGraph]) -> Plan:
     # patch-based stages (patch.py, MCUNetV2): composite layers for the first graph's high-resolution
     # layers, kept only where they lower the peak with the fusions chosen above (a fusion inside a
     # stage is dropped: the stage runs the unfused layers per patch)
-    stages = choose_stages(compiled[0].graph, base[0], lambda sts: peak_of(chosen, sts)) if compiled else []
-    if not stages or forced_stages() is not None:
+    stages = choose_stages(compiled[0].graph, base[0], lambda sts: peak_of(chosen, sts), policy) if compiled else []
+    if not stages or policy.mode in ("min", "forced"):
         return plan_with(chosen, stages=stages)
     without = plan_with(chosen).peak  # judged on live bytes: kept only if the placed arena is lower too
     with_stages = plan_with(chosen, stages=stages)

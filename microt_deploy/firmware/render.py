@@ -130,12 +130,8 @@ def plan_sizes(board: Board, model: dict[str, int], options: dict[str, Any] | No
     if not 256 <= payload <= 65535:  # HELLO's answer alone takes up to 134 bytes
         raise MicrotError(f"max_payload {payload} out of range", "use 256..65535 bytes")
     part, full = model["MDT_PART_HEAD_OUTPUT0_SIZE"], model["MDT_REST_OUTPUT0_SIZE"]
-    heads = tasks * (4 * classes * (part + full + 2) + 16)
-    fixed = (model["MDT_ARENA_SIZE"] + model["MDT_TRUNK_INPUT0_SIZE"] + model["MDT_TRUNK_OUTPUT0_SIZE"]
-             + part + full + 3 * payload + 32 + heads + 4 * (max(part, full) + classes)
-             + (int(opts["stack_bytes"]) if stack_in_ram else 0) + LIBC_SLACK
-             + (KERNEL_STATIC_BYTES if board.cpu in DSP_CORES else 0))
-    slot_bytes = part + full + 1 + tasks + 2 + 4  # features, used flag, labels, shuffle order, confidence
+    fixed = model["MDT_ARENA_SIZE"] + _buffers_bytes(board, model, opts, stack_in_ram)
+    slot_bytes = _slot_bytes(model, opts)
     max_slots = min(int(opts["max_slots"]), 65535)
     if board.ram_bytes:
         fit = (board.ram_bytes - fixed) // slot_bytes
@@ -154,6 +150,34 @@ def plan_sizes(board: Board, model: dict[str, int], options: dict[str, Any] | No
         split_size=model["MDT_TRUNK_OUTPUT0_SIZE"], part_dim=part, full_dim=full,
         fixed_ram_bytes=fixed, slot_bytes=slot_bytes,
     )
+
+
+def _buffers_bytes(board: Board, model: dict[str, int], opts: dict[str, Any], stack_in_ram: bool) -> int:
+    """The firmware's RAM besides the arena and the feature store: I/O copies, protocol buffers, the
+    heads, the stack reserve, libc's own data."""
+    tasks, classes, payload = int(opts["max_tasks"]), int(opts["max_classes"]), int(opts["max_payload"])
+    part, full = model["MDT_PART_HEAD_OUTPUT0_SIZE"], model["MDT_REST_OUTPUT0_SIZE"]
+    heads = tasks * (4 * classes * (part + full + 2) + 16)
+    return (model["MDT_TRUNK_INPUT0_SIZE"] + model["MDT_TRUNK_OUTPUT0_SIZE"]
+            + part + full + 3 * payload + 32 + heads + 4 * (max(part, full) + classes)
+            + (int(opts["stack_bytes"]) if stack_in_ram else 0) + LIBC_SLACK
+            + (KERNEL_STATIC_BYTES if board.cpu in DSP_CORES else 0))
+
+
+def _slot_bytes(model: dict[str, int], opts: dict[str, Any]) -> int:
+    # features, used flag, labels, shuffle order, confidence
+    return model["MDT_PART_HEAD_OUTPUT0_SIZE"] + model["MDT_REST_OUTPUT0_SIZE"] + 1 + int(opts["max_tasks"]) + 2 + 4
+
+
+def arena_budget(board: Board, model: dict[str, int], options: dict[str, Any] | None = None, *,
+                 stack_in_ram: bool = True) -> int | None:
+    """The most arena ``board`` can give this model: its RAM less what plan_sizes puts beside the arena
+    with the smallest feature store (MIN_SLOTS). None for a board of unknown RAM (the host)."""
+    if not board.ram_bytes:
+        return None
+    opts = {**DEFAULTS, **(options or {})}
+    return (board.ram_bytes - _buffers_bytes(board, model, opts, stack_in_ram)
+            - MIN_SLOTS * _slot_bytes(model, opts))
 
 
 def copy_sources(src: Path, dst: Path) -> list[str]:

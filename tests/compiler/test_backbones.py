@@ -47,6 +47,14 @@ def test_backbone_compiles_without_pads_or_waste_and_is_exact(name, tmp_path):
         len(la["patch_stage"]["folded_pads"]) for la in layers if la["patch_stage"]) == pads
     in_use = _most_bytes_in_use(plan)
     assert in_use <= plan["arena_bytes"] <= in_use * 1.01 + 16, (plan["arena_bytes"], in_use)
+    if name == "proxyless-w0.3":
+        # its first stride-2 depthwise (5x5) reads the largest tensor, the expansion at half resolution,
+        # and holds the peak unless it runs in place over it (row-wise): the planner lost that when the
+        # first break of the network's long in-place chain landed on this very layer (17,296 B -> 15,328 B
+        # at 48x48, 232,336 -> 188,896 B at 176x176 once such drops are taken back)
+        first_s2_dw = next(la for la in layers if la["op"].endswith("DEPTHWISE_CONV_2D")
+                           and la["output_shape"][1] == 48 // 4)
+        assert first_s2_dw["inplace"], first_s2_dw
     inputs = random_inputs(path, 2, seed=3)
     ours, ref = run_model(path, inputs), reference(path, inputs)
     assert all(int(np.count_nonzero(o != r)) == 0 for o, r in zip(ours, ref, strict=True))

@@ -135,6 +135,40 @@ def test_planner_chooses_a_stage_that_lowers_the_arena(name, model_dir, tmp_path
     assert auto["arena_bytes"] <= off["arena_bytes"]
 
 
+def test_fit_takes_stages_only_when_the_arena_exceeds_the_budget(model_dir, tmp_path, monkeypatch):
+    """StagePolicy "fit" (a project's default): nothing while the stage-free arena is within the budget;
+    over it, a stage whose arena is within it and that recomputes no more than the lowest-peak choice;
+    under the lowest peak any stage reaches, the lowest peak (the build then refuses the board)."""
+    path = _model("patch_chain", model_dir)
+    off = _compile(path, tmp_path / "off", monkeypatch, "off")
+    least = _compile(path, tmp_path / "min", monkeypatch, "min")
+    monkeypatch.delenv(patch.FORCE_ENV, raising=False)
+
+    def fit(budget, out):
+        out.mkdir()
+        plan = compile_program([GraphSpec(path, "net")], out, stage_policy=patch.StagePolicy("fit", budget))
+        check_plan(plan)
+        return plan
+
+    roomy = fit(off["arena_bytes"], tmp_path / "roomy")
+    assert not _stages(roomy) and roomy["arena_bytes"] == off["arena_bytes"]
+    budget = (off["arena_bytes"] + least["arena_bytes"]) // 2
+    tight = fit(budget, tmp_path / "tight")
+    assert _stages(tight) and tight["arena_bytes"] <= budget < off["arena_bytes"]
+    extra = sum(st["patch_stage"]["extra_macs"] for st in _stages(tight))
+    assert extra <= sum(st["patch_stage"]["extra_macs"] for st in _stages(least))
+    short = fit(least["arena_bytes"] - 1, tmp_path / "short")
+    assert short["arena_bytes"] == least["arena_bytes"]
+
+
+def test_stage_policy_text():
+    assert patch.StagePolicy.parse("fit", 1000) == patch.StagePolicy("fit", 1000)
+    assert patch.StagePolicy.parse(" 5:2,9:3 ").forced == ((5, 2), (9, 3))
+    with pytest.raises(MicrotError, match=r"^--patch-stages = 'fits' is neither") as err:
+        patch.StagePolicy.parse("fits", where="--patch-stages")
+    assert "\n" not in str(err.value)
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_stage_bit_exact_in_qemu(name, model_dir, tmp_path, monkeypatch):
     path = _model(name, model_dir)
@@ -182,7 +216,7 @@ def test_mcunet_deep_stage_with_residual_blocks(force, mcunet64, tmp_path, monke
 def test_forced_stage_refusals(model_dir, tmp_path, monkeypatch):
     path = _model("patch_chain", model_dir)
     for force, match in (("7:2", "cannot run as a patch stage"), ("5:40", "cannot run as a patch stage"),
-                         ("five", "neither 'off', 'auto', 'min' nor")):
+                         ("five", "neither 'fit', 'off', 'auto', 'min' nor")):
         monkeypatch.setenv(patch.FORCE_ENV, force)
         with pytest.raises(MicrotError, match=match) as err:
             compile_program([GraphSpec(path, "net")], tmp_path)

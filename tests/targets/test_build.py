@@ -10,7 +10,7 @@ import pytest
 
 from microt_deploy.boards import load_board
 from microt_deploy.errors import MicrotError, ToolMissingError
-from microt_deploy.firmware.render import plan_sizes, read_model_sizes
+from microt_deploy.firmware.render import MIN_SLOTS, arena_budget, plan_sizes, read_model_sizes
 from microt_deploy.targets import build, image_path, render_firmware
 from microt_deploy.targets.toolchain import parse_memory_usage
 
@@ -63,6 +63,19 @@ def test_slots_are_sized_from_the_ram_budget(split_model):
     assert config.fixed_ram_bytes + config.max_slots * config.slot_bytes <= board.ram_bytes
     with pytest.raises(MicrotError, match=r"model does not fit qemu_mps2_an386: arena 700,000 B"):
         plan_sizes(board, dict(sizes, MDT_ARENA_SIZE=700_000))
+
+
+def test_arena_budget_is_the_largest_arena_that_still_fits(split_model):
+    """compile's "fit" policy plans patch stages against arena_budget: an arena of exactly that size
+    leaves plan_sizes the smallest feature store, one byte more does not fit."""
+    board = load_board("nucleo_l4r5zi")
+    sizes = read_model_sizes(split_model["compiled"] / "mdt_model.h")
+    budget = arena_budget(board, sizes, {"max_tasks": 2})
+    assert 0 < budget < board.ram_bytes
+    assert plan_sizes(board, dict(sizes, MDT_ARENA_SIZE=budget), {"max_tasks": 2}).max_slots >= MIN_SLOTS
+    with pytest.raises(MicrotError, match="model does not fit nucleo_l4r5zi"):
+        plan_sizes(board, dict(sizes, MDT_ARENA_SIZE=budget + 1), {"max_tasks": 2})
+    assert arena_budget(load_board("host"), sizes) is None
 
 
 def test_render_refusals_and_atomicity(split_model, tmp_path):
