@@ -967,13 +967,17 @@ static void pass_nat(const int16_t *cols, const int16_t *wbuf, int32_t ng, int32
     }
 }
 
-/* Widened input row iy at `dst` (pitch halfwords: left padding, the image row, right padding). */
+/* Widened input row iy at `dst` (pitch halfwords: left padding, the image row, right padding). A
+ * negative pad_w (a fused layer's chunk that starts inside the row: mdt_fused.c) is input columns
+ * before the first window: the row starts at column -pad_w, nothing is written before dst. */
 static void nat_row(int16_t *dst, const int8_t *in_b, int32_t iy, const mdt_conv_params *p, int32_t pitch,
                     int32_t off2)
 {
-    const int32_t left = p->pad_w * p->in_c, n = p->in_w * p->in_c;
+    const int32_t skip = p->pad_w < 0 ? -p->pad_w : 0;
+    const int32_t left = (p->pad_w > 0 ? p->pad_w : 0) * p->in_c;
+    const int32_t cols = p->in_w - skip, n = (cols > 0 ? cols : 0) * p->in_c;
     zero_half(dst, left);
-    widen_nat(dst + left, in_b + iy * n, n, p->input_offset, off2);
+    widen_nat(dst + left, in_b + (iy * p->in_w + skip) * p->in_c, n, p->input_offset, off2);
     zero_half(dst + left + n, pitch - left - n);
 }
 

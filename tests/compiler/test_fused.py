@@ -5,6 +5,8 @@ plan checker sees the fused layer's scratch; the choice keeps a fusion only wher
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -53,13 +55,16 @@ CASES = {
     "fuse_s1_w13": (residual, (9, 13, 3, 8, 3, False, True)),
     "fuse_skip_first_1x1": (residual, (7, 10, 2, 8, 1, True, False)),
     "fuse_s2_w15": (downsample, (10, 15, 2, 12)),
+    # a fused conv of depth 6 (in_c % 4 != 0: the widened-row path, conv_nat), chunks 6+6+1: the
+    # chunks after the first start inside the row (a negative pad_w)
+    "fuse_nat_w13": (residual, (9, 13, 3, 3, 3, False, True)),
 }
 
 
 # Cases whose fusion no longer lowers the peak (the unfused ADD reads its operand tables from flash and
 # takes no scratch, ops/tables.py; the row-wise 1x1 conv then peaks as low as the fused kernel), so the
 # planner drops it: fused here by force, for the kernel's coverage (1x1 window, operands swapped).
-FORCED = {"fuse_skip_first_1x1"}
+FORCED = {"fuse_skip_first_1x1", "fuse_nat_w13"}
 
 
 def _force_fusion(name, monkeypatch):
@@ -174,6 +179,10 @@ def test_fused_residual_bit_exact_in_qemu(name, model_dir, tmp_path, monkeypatch
     x, run = _run(path, tmp_path, seed=len(name))
     expected = reference(path, [x])[0].reshape(-1)
     assert np.array_equal(run.output, expected), f"{int(np.count_nonzero(run.output != expected))} bytes differ"
+    if name == "fuse_nat_w13":  # the fused layer's chunks went through the widened-row path
+        fused = [i for i, la in enumerate(json.loads((tmp_path / "c" / "plan.json").read_text())["graphs"][0]["layers"])
+                 if la["fused"]]
+        assert fused and all("conv_nat" in run.paths[i] for i in fused), run.paths
     if name == "fuse_s2_w15":  # the portable build of the same fused kernel
         _, naive = _run(path, tmp_path, seed=len(name), defines=("MDT_NO_DSP",))
         assert np.array_equal(naive.output, expected)
