@@ -10,6 +10,7 @@ import tflite
 
 from ..errors import MicrotError
 from .ir import Graph, Op, Tensor
+from .shape_fold import fold_shape_ops
 from .supported import SUPPORTED_OPS, unsupported_op_message
 
 # The only places a float32 activation may appear: the input of a QUANTIZE, the output of a DEQUANTIZE.
@@ -76,6 +77,7 @@ def _parse(buf: bytes, label: str) -> Graph:
     inputs = [int(x) for x in sub.InputsAsNumpy()]
     outputs = [int(x) for x in sub.OutputsAsNumpy()]
     graph = Graph(label, tensors, ops, inputs, outputs)
+    fold_shape_ops(graph)  # static shape arithmetic (Keras Reshape / Flatten) -> constants
     validate(graph)
     return graph
 

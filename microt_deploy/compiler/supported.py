@@ -100,6 +100,12 @@ def ops_markdown() -> str:
         lines.append(f"| `{name}` | {options} | {notes} |")
     lines += [
         "",
+        "Static shape arithmetic is evaluated at read time and leaves the graph (`compiler/shape_fold.py`):",
+        "`SHAPE`, a 1-D `STRIDED_SLICE` (begin / end / shrink-axis masks), `PACK` and `CONCATENATION` of",
+        "constant int32 / int64 vectors, which TFLiteConverter writes for Keras `Reshape` / `Flatten` layers",
+        "with a free batch dimension (Keras MobileNet's head, MobileNetV3's and EfficientNet's",
+        "squeeze-and-excitation blocks).",
+        "",
         "Models may have several inputs and outputs; `microt-deploy infer` then reads and writes `.npz`",
         "files keyed by the tensor names.",
         "",

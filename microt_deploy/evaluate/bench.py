@@ -15,7 +15,6 @@ import re
 import subprocess
 import sys
 import tempfile
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -84,21 +83,71 @@ def bench_inputs(model: Path, seed: int = INPUT_SEED) -> list[np.ndarray]:
     return xs
 
 
+# TFLite's interpreter in a child: its kernels abort the process on some quantisation they refuse
+# (BUILTIN_REF's SOFTMAX Prepare on a logit scale its fixed-point multiplier cannot hold, as Keras
+# models with untrained weights have), which must not take the CLI down with it.
+_ORACLE_SCRIPT = """
+import sys, warnings
+import numpy as np
+from microt_deploy.export.quiet import import_tensorflow
+tf = import_tensorflow()
+kinds = tf.lite.experimental.OpResolverType
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    it = tf.lite.Interpreter(model_path=sys.argv[1], experimental_op_resolver_type=getattr(kinds, sys.argv[3]))
+it.allocate_tensors()
+xs = np.load(sys.argv[2])
+for i, d in enumerate(it.get_input_details()):
+    it.set_tensor(d["index"], np.asarray(xs["x%d" % i], dtype=d["dtype"]).reshape(d["shape"]))
+it.invoke()
+np.savez(sys.argv[2] + ".out.npz", **{"y%d" % i: it.get_tensor(d["index"]).reshape(-1)
+                                       for i, d in enumerate(it.get_output_details())})
+"""
+# what a bench entry names as its oracle
+ORACLE_REF = "BUILTIN_REF"
+ORACLE_BUILTIN = "BUILTIN (BUILTIN_REF aborted)"
+
+
+def _interpreter_outputs(model: Path, xs: list[np.ndarray], resolver: str) -> list[np.ndarray] | None:
+    """The outputs of TFLite's interpreter with ``resolver`` ("BUILTIN_REF" / "BUILTIN") in a child
+    process, or None if the interpreter aborted (killed by a signal)."""
+    with tempfile.TemporaryDirectory(prefix="mdt_oracle_") as tmp:
+        inputs = Path(tmp) / "inputs.npz"
+        np.savez(inputs, **{f"x{i}": np.asarray(x) for i, x in enumerate(xs)})
+        res = children.run([sys.executable, "-c", _ORACLE_SCRIPT, str(model), str(inputs), resolver],
+                           capture_output=True, text=True, timeout=600)
+        if res.returncode < 0:
+            return None
+        if res.returncode != 0:
+            last = (res.stderr.strip().splitlines() or ["no message"])[-1]
+            raise MicrotError(f"TFLite's interpreter ({resolver}) failed on {model.name}: {last}",
+                              "check that the model runs in TFLite (tf.lite.Interpreter) as it is")
+        with np.load(f"{inputs}.out.npz") as out:
+            return [out[f"y{i}"].copy() for i in range(len(out.files))]
+
+
 def reference_outputs(model: Path, xs: list[np.ndarray]) -> list[np.ndarray]:
     """Every output of TFLite's reference kernels (BUILTIN_REF) on the inputs ``xs`` (the model's own
-    input dtypes), flattened, in the model's output dtypes."""
-    from microt_deploy.export.quiet import import_tensorflow
+    input dtypes), flattened, in the model's output dtypes. A one-line MicrotError if they abort."""
+    outs = _interpreter_outputs(model, xs, "BUILTIN_REF")
+    if outs is None:
+        raise MicrotError(f"TFLite's reference kernels (BUILTIN_REF) abort on {model.name}: a quantisation they "
+                          "refuse (e.g. a SOFTMAX whose input scale their fixed-point multiplier cannot hold)",
+                          "bench it (its oracle falls back to TFLite's BUILTIN kernels) or use trained weights")
+    return outs
 
-    tf = import_tensorflow()
-    with warnings.catch_warnings():  # its deprecation notice is not the bench's business
-        warnings.simplefilter("ignore")
-        interp = tf.lite.Interpreter(model_path=str(model),
-                                     experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_REF)
-    interp.allocate_tensors()
-    for d, x in zip(interp.get_input_details(), xs, strict=True):
-        interp.set_tensor(d["index"], np.asarray(x, dtype=d["dtype"]).reshape(d["shape"]))
-    interp.invoke()
-    return [interp.get_tensor(d["index"]).reshape(-1).copy() for d in interp.get_output_details()]
+
+def oracle_outputs(model: Path, xs: list[np.ndarray]) -> tuple[list[np.ndarray], str]:
+    """The bench's oracle: TFLite's reference kernels, or where they abort on the model, TFLite's
+    BUILTIN (optimised) kernels; with the name of the one that answered."""
+    outs = _interpreter_outputs(model, xs, "BUILTIN_REF")
+    if outs is not None:
+        return outs, ORACLE_REF
+    outs = _interpreter_outputs(model, xs, "BUILTIN")
+    if outs is None:
+        raise MicrotError(f"TFLite's interpreter aborts on {model.name} with both its reference and its optimised "
+                          "kernels", "check that the model runs in TFLite (tf.lite.Interpreter) as it is")
+    return outs, ORACLE_BUILTIN
 
 
 def reference_output(model: Path, x: np.ndarray) -> np.ndarray:
@@ -154,7 +203,7 @@ def bench_model(model: Path, work: Path, anchors: dict, os_variant: bool = True)
     plan = compile_program([GraphSpec(model, "net")], compiled)
     graph = plan["graphs"][0]
     xs = bench_inputs(model)  # the model's real input dtypes (float32 for a float-input model)
-    expected = reference_outputs(model, xs)
+    expected, oracle = oracle_outputs(model, xs)
     runs: dict[str, BenchRun] = {}
     for name, defines in VARIANTS.items():
         fw = render_bench(compiled, plan, xs, board, work / f"fw_{name}", defines)
@@ -182,6 +231,7 @@ def bench_model(model: Path, work: Path, anchors: dict, os_variant: bool = True)
         "instr_per_live_mac": round(dsp.total / live, 3) if live else None,
         "instr_per_mac_naive": round(naive.total / macs, 3) if macs else None,
         "speedup_vs_naive": _ratio(naive.total, dsp.total),
+        "oracle": oracle,
         "bit_exact": _differing_bytes(split_outputs(graph, dsp.output), expected) == 0,
         "bit_exact_naive": _differing_bytes(split_outputs(graph, naive.output), expected) == 0,
         "differing_bytes": _differing_bytes(split_outputs(graph, dsp.output), expected),
@@ -228,6 +278,8 @@ def summary_table(results: list[dict]) -> Table:
     for r in results:
         exact = "yes" if r["bit_exact"] and r["bit_exact_naive"] and r.get("bit_exact_os", True) else \
             f"[bold red]NO ({r['differing_bytes']} bytes differ)[/bold red]"
+        if r.get("oracle", ORACLE_REF) != ORACLE_REF:
+            exact += " (vs BUILTIN*)"
         tflm_arena = r["tflm"]["arena_bytes"] or (r["tflm"]["host_arena"] or {}).get("total")
         table.add_row(r["model"].removesuffix(".tflite").removeprefix("mlperf_tiny_"), _fmt(r["macs"]),
                       _fmt(r["text_rodata_bytes"]), _fmt(r.get("text_rodata_bytes_os")), _fmt(r["const_bytes"]),
@@ -278,9 +330,14 @@ def run_bench(paths: list[Path] | None, json_path: Path | None, console: Console
         for row in backbones:
             table.add_row(*("-" if v is None else f"{v:,}" if isinstance(v, int) else str(v) for v in row.values()))
         console.print(table)
+    fallback = [r["model"] for r in results if r.get("oracle", ORACLE_REF) != ORACLE_REF]
+    if fallback:
+        console.print(f"* TFLite's reference kernels abort on {', '.join(fallback)} (a quantisation they refuse, "
+                      "e.g. a SOFTMAX input scale): compared with TFLite's BUILTIN kernels instead")
     bad = [r["model"] for r in results if not (r["bit_exact"] and r["bit_exact_naive"] and r.get("bit_exact_os", True))]
     if bad:
-        console.print(f"[bold red]NOT BIT-EXACT vs TFLite BUILTIN_REF: {', '.join(bad)}[/bold red]")
+        oracles = "/".join(sorted({r.get("oracle", ORACLE_REF) for r in results}))
+        console.print(f"[bold red]NOT BIT-EXACT vs TFLite's {oracles}: {', '.join(bad)}[/bold red]")
     out = {"board": BOARD, "unit": results[0]["unit"], "input_seed": INPUT_SEED,
            "note": "instructions are QEMU -icount shift=0 retired instructions; per-layer counts include "
                    "about 30 instructions of counter reads and have a resolution of 40",

@@ -61,3 +61,41 @@ def test_run_bench_on_a_shared_model(tmp_path, monkeypatch):
     assert 0 < entry["stack_bytes_naive"] < entry["stack_bytes"] < entry["stack_used_bytes"] < 16384
     assert entry["peak_sram_bytes"] > entry["arena_bytes"] + entry["stack_bytes"]
     assert "instr -Os" in text and "stack B" in text
+
+
+def _tiny_logits_softmax(tmp_path):
+    """Softmax over logits of a ~1e-10 scale (untrained weights do this): TFLite's reference SOFTMAX
+    aborts its Prepare (its input scale times 2^26 must exceed 1); its optimised kernel runs."""
+    from tests.compiler.keras_models import convert_keras
+    from tests.compiler.tflite_models import tf
+
+    def build():
+        layers = tf().keras.layers
+        inp = tf().keras.Input((4, 4, 2))
+        x = layers.Flatten()(inp)
+        dense = layers.Dense(5, kernel_initializer=tf().keras.initializers.RandomNormal(stddev=1e-9),
+                            bias_initializer="zeros")
+        return tf().keras.Model(inp, layers.Softmax()(dense(x)))
+
+    return convert_keras(build, tmp_path / "tiny_logits.tflite")
+
+
+@pytest.mark.slow  # two TensorFlow children
+def test_oracle_survives_reference_kernels_that_abort(tmp_path):
+    import numpy as np
+
+    from microt_deploy.errors import MicrotError
+    from tests.compiler.tflite_models import tf
+
+    path = _tiny_logits_softmax(tmp_path)
+    x = np.random.default_rng(0).integers(-128, 128, (1, 4, 4, 2), dtype=np.int8)
+    with pytest.raises(MicrotError, match=r"reference kernels \(BUILTIN_REF\) abort on tiny_logits.tflite") as err:
+        bench.reference_outputs(path, [x])  # the interpreter aborted in a child, not this process
+    assert "\n" not in str(err.value)
+    outs, oracle = bench.oracle_outputs(path, [x])
+    assert oracle == bench.ORACLE_BUILTIN
+    interp = tf().lite.Interpreter(model_path=str(path))  # TFLite's optimised kernels, in this process
+    interp.allocate_tensors()
+    interp.set_tensor(interp.get_input_details()[0]["index"], x)
+    interp.invoke()
+    assert np.array_equal(outs[0], interp.get_tensor(interp.get_output_details()[0]["index"]).reshape(-1))
