@@ -86,15 +86,22 @@ def load_export_info(project: Project) -> dict[str, Any]:
 # ---------------------------------------------------------------- compile and build
 
 
-def compile(project_dir: Path, console: Console) -> dict[str, Any]:  # noqa: A001 - the verb's name
-    """The three int8 graphs -> one C program on one arena; writes compiled/."""
+def compile(project_dir: Path, console: Console, *, board_id: str | None = None,  # noqa: A001 - the verb's name
+            patch_stages: str | None = None) -> dict[str, Any]:
+    """The three int8 graphs -> one C program on one arena; writes compiled/. ``patch_stages``
+    (default `[compile] patch_stages`): patch.StagePolicy's text; "fit" takes patch stages only when
+    the arena would not fit the board's RAM (``board_id``, default `[device] board`) otherwise."""
     project = open_project(project_dir)
     paths = {g: project.export_dir / f"{g}.tflite" for g in GRAPHS}
     for path in paths.values():
         if not path.is_file():
             raise MicrotError(f"no {path}", "run `microt-deploy export` first")
-    from microt_deploy.compiler import GraphSpec, compile_program, summarize
+    from microt_deploy.compiler import GraphSpec, StagePolicy, compile_program, summarize
 
+    where = "--patch-stages" if patch_stages is not None else "compile.patch_stages"
+    policy = StagePolicy.parse(patch_stages if patch_stages is not None else project.config["compile"]["patch_stages"],
+                               where=where)
+    board = load_board(board_id or project.config["device"]["board"])
     specs = [
         GraphSpec(paths["trunk"], prefix=PREFIX["trunk"]),
         GraphSpec(paths["part_head"], prefix=PREFIX["part_head"], input_bindings={0: (PREFIX["trunk"], 0)}),
