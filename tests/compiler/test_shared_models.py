@@ -92,8 +92,9 @@ def test_infer_files_round_trip_and_refusals(tmp_path):
 # TFLM's arena for the same models (shared/REFERENCE.md), which holds its CMSIS-NN scratch buffers; ours
 # holds the kernels' working memory likewise (compiler/scratch.py; the stack under 1 KB). Measured:
 # VWW 44,832 B (0.445x: in-place chains, row kernels in chunks, depthwise bands of even rows), KWS
-# 10,544 (0.462x), ResNet-8 34,807 (0.633x, its 32,864 of activations + the convs' im2col at the peak step; peak SRAM with the stack
-# 35.7 KB against the last release's 52.8 KB of arena + static tables + stack).
+# 10,544 (0.462x), ResNet-8 34,807 (0.633x, its 32,864 of activations + the convs' im2col at the peak
+# step; peak SRAM with the stack 35.7 KB against the last release's 52.8 KB of arena + static tables +
+# stack).
 TFLM_ARENA = {"vww_96_int8": (100_708, 0.45), "kws_ref_model": (22_820, 0.5),
               "pretrainedResnet_quant": (54_996, 0.64)}
 
