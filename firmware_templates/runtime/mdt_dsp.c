@@ -7,8 +7,8 @@
  *
  * Why it is exact: products and sums are the same int32 integers as the reference's, only added in
  * another order (int32 addition is associative), and both requantisations here are exact rewrites
- * of MultiplyByQuantizedMultiplier (double rounding): rq_* for non-negative multipliers (checked
- * per layer by the first-round path), mdt_rqf_* per channel (mdt_dsp_rq.h).
+ * of MultiplyByQuantizedMultiplier (double rounding), both of mdt_dsp_rq.h: mdt_rqs_* (non-negative
+ * multipliers, any shift; checked per layer by the first-round path), mdt_rqf_* per channel.
  *
  * Layout trick: SXTB16 of a word (b0 b1 b2 b3) gives the halfwords (b0, b2) and SXTB16 of the word
  * rotated by 8 gives (b1, b3). Inputs and weights are both unpacked that way, so SMLAD pairs
@@ -30,57 +30,23 @@
 
 #define PIX 6 /* output pixels per pass of the convolution core (slots of the im2col scratch) */
 
-/* Per-channel requantisation constants: the reference's shift split into left / right parts, and
- * the 64-bit rounding constant k of the fused form below as two words (hoisted out of the loops). */
-typedef struct {
-    int32_t mult, left, sh;
-    uint32_t k_lo;
-    int32_t k_hi;
-} rq_t;
-
-static inline rq_t rq_make(int32_t mult, int shift)
-{
-    rq_t r;
-    const int32_t right = shift > 0 ? 0 : -shift;
-    r.mult = mult;
-    r.left = shift > 0 ? shift : 0;
-    r.sh = right - 1; /* -1: no right shift */
-    r.k_lo = right == 1 ? 0xC0000000u : 0x40000000u; /* 2^30 (+ 2^31 when right == 1) */
-    r.k_hi = right >= 2 ? (int32_t)(1u << (right - 2)) : 0; /* 2^(30 + right) above bit 32 */
-    return r;
-}
-
-/* rdbpot(srdhm(x, m), e) for m >= 0, e >= 1, as one 64-bit sum: with P = x*m + 2^30 the double
- * rounding is floor((P + 2^(30+e) - [P<0] 2^31) / 2^(31+e)), and [P<0] == [x<0] whenever it matters
- * (x = -1 with m = 2^30, or m = 0, give 0 either way). For e = 0 it is srdhm alone. */
-static inline int32_t rq_apply(const rq_t *r, int32_t acc)
-{
-    const int32_t x = mdt_wrap_shl(acc, r->left);
-    if (r->sh < 0) {
-        return (int32_t)(((int64_t)x * r->mult + ((int64_t)1 << 30)) >> 31);
-    }
-    {
-        int64_t k = (int64_t)(((uint64_t)(uint32_t)r->k_hi << 32) | r->k_lo);
-        k -= (int64_t)((uint32_t)x & 0x80000000u);
-        k += (int64_t)x * r->mult;
-        return (int32_t)(k >> 32) >> r->sh;
-    }
-}
-
-static inline int8_t rq_out(const rq_t *r, int32_t acc, int32_t out_off, int32_t lo, int32_t hi)
-{
-    return (int8_t)mdt_clamp(rq_apply(r, acc) + out_off, lo, hi);
-}
-
-static int multipliers_ok(const int32_t *mult, int32_t n)
+static int multipliers_ok(const int32_t *mult, const int8_t *shift, int32_t n)
 {
     int32_t i;
     for (i = 0; i < n; ++i) {
-        if (mult[i] < 0) {
+        if (!mdt_rqs_ok(mult[i], shift[i], 0)) {
             return 0;
         }
     }
     return 1;
+}
+
+/* One channel of the first-round depthwise path: MultiplyByQuantizedMultiplier in mdt_rqs's form
+ * (m >= 0, any shift), + offset, clamped. */
+static inline int8_t rqs_out(int32_t mult, int32_t shift, int32_t acc, int32_t out_off, int32_t lo, int32_t hi)
+{
+    const mdt_rqs r = mdt_rqs_make(mult, shift, 0);
+    return (int8_t)mdt_clamp(mdt_rqs_apply(r.k, r.m, r.sh, r.left, r.plain, acc) + out_off, lo, hi);
 }
 
 /* Widen n4 groups of 4 int8 (+ offset) into the interleaved scratch: group g of pixel p lands in
@@ -110,60 +76,36 @@ static inline void zero_groups(uint32_t *dst, int32_t n4)
 
 /* The weights of one group of 4 depth elements: int8 in the layer's filter (unpacked like the inputs,
  * (w0 w2)(w1 w3)), or already widened to int16 pairs in natural order ((w0 w1)(w2 w3), conv_nat). */
-#define MAC6_W8 \
+#define MAC_W8 \
     "ldr %[wb], [%[w]], #4\n\t" \
     "sxtb16 %[wa], %[wb]\n\t" \
     "sxtb16 %[wb], %[wb], ror #8\n\t"
-#define MAC6_W16 \
+#define MAC_W16 \
     "ldrd %[wa], %[wb], [%[w]], #8\n\t"
 
-/* Those 4 weights x 6 pixels of the scratch: 24 MACs in 18 instructions. */
-#define MAC6_X \
-    "ldrd %[x0], %[x1], [%[x], #8]\n\t" \
-    "smlad %[a1], %[wa], %[x0], %[a1]\n\t" \
-    "smlad %[a1], %[wb], %[x1], %[a1]\n\t" \
-    "ldrd %[x0], %[x1], [%[x], #16]\n\t" \
-    "smlad %[a2], %[wa], %[x0], %[a2]\n\t" \
-    "smlad %[a2], %[wb], %[x1], %[a2]\n\t" \
-    "ldrd %[x0], %[x1], [%[x], #24]\n\t" \
-    "smlad %[a3], %[wa], %[x0], %[a3]\n\t" \
-    "smlad %[a3], %[wb], %[x1], %[a3]\n\t" \
-    "ldrd %[x0], %[x1], [%[x], #32]\n\t" \
-    "smlad %[a4], %[wa], %[x0], %[a4]\n\t" \
-    "smlad %[a4], %[wb], %[x1], %[a4]\n\t" \
-    "ldrd %[x0], %[x1], [%[x], #40]\n\t" \
-    "smlad %[a5], %[wa], %[x0], %[a5]\n\t" \
-    "smlad %[a5], %[wb], %[x1], %[a5]\n\t" \
-    "ldrd %[x0], %[x1], [%[x]], #48\n\t" \
+/* Those 4 weights x one pixel of the scratch (its two words at byte `off` from x) into accumulator
+ * `acc`; the last pixel of a group (slot 0) loads with post-increment, stepping x by `step` to the
+ * next group. */
+#define MAC_PX(off, acc) \
+    "ldrd %[x0], %[x1], [%[x], #" #off "]\n\t" \
+    "smlad %[" #acc "], %[wa], %[x0], %[" #acc "]\n\t" \
+    "smlad %[" #acc "], %[wb], %[x1], %[" #acc "]\n\t"
+#define MAC_PX0(step) \
+    "ldrd %[x0], %[x1], [%[x]], #" #step "\n\t" \
     "smlad %[a0], %[wa], %[x0], %[a0]\n\t" \
     "smlad %[a0], %[wb], %[x1], %[a0]\n\t"
+
+/* Those 4 weights x 6 pixels of the scratch: 24 MACs in 18 instructions. */
+#define MAC6_X MAC_PX(8, a1) MAC_PX(16, a2) MAC_PX(24, a3) MAC_PX(32, a4) MAC_PX(40, a5) MAC_PX0(48)
 
 /* The same over conv_nat's scratch, where each pixel's patch is contiguous: pixel p at byte
  * p * NAT_SLOT_BYTES (192: the LDRD offsets are immediates). */
-#define MAC6_XN \
-    "ldrd %[x0], %[x1], [%[x], #192]\n\t" \
-    "smlad %[a1], %[wa], %[x0], %[a1]\n\t" \
-    "smlad %[a1], %[wb], %[x1], %[a1]\n\t" \
-    "ldrd %[x0], %[x1], [%[x], #384]\n\t" \
-    "smlad %[a2], %[wa], %[x0], %[a2]\n\t" \
-    "smlad %[a2], %[wb], %[x1], %[a2]\n\t" \
-    "ldrd %[x0], %[x1], [%[x], #576]\n\t" \
-    "smlad %[a3], %[wa], %[x0], %[a3]\n\t" \
-    "smlad %[a3], %[wb], %[x1], %[a3]\n\t" \
-    "ldrd %[x0], %[x1], [%[x], #768]\n\t" \
-    "smlad %[a4], %[wa], %[x0], %[a4]\n\t" \
-    "smlad %[a4], %[wb], %[x1], %[a4]\n\t" \
-    "ldrd %[x0], %[x1], [%[x], #960]\n\t" \
-    "smlad %[a5], %[wa], %[x0], %[a5]\n\t" \
-    "smlad %[a5], %[wb], %[x1], %[a5]\n\t" \
-    "ldrd %[x0], %[x1], [%[x]], #8\n\t" \
-    "smlad %[a0], %[wa], %[x0], %[a0]\n\t" \
-    "smlad %[a0], %[wb], %[x1], %[a0]\n\t"
+#define MAC6_XN MAC_PX(192, a1) MAC_PX(384, a2) MAC_PX(576, a3) MAC_PX(768, a4) MAC_PX(960, a5) MAC_PX0(8)
 
 /* 6 pixels x one output channel over `ng` >= 0 groups of 4 depth elements, two groups per loop
  * iteration (an odd group first); the loop count lives in the asm. 13 registers: all the M4 has
  * besides SP and PC (and LR). Inputs: the interleaved widened scratch, PIX pixel slots per group.
- * W is MAC6_W8 or MAC6_W16, X MAC6_X or MAC6_XN. */
+ * W is MAC_W8 or MAC_W16, X MAC6_X or MAC6_XN. */
 #define MAC6_LOOP(W, X)                                                                                       \
     __asm__ volatile("tst %[n], #1\n\t"                                                                     \
                      "beq 2f\n\t" W X "\n2:\n\t"                                                        \
@@ -187,9 +129,9 @@ static inline __attribute__((always_inline)) void mac6_any(const void *x, const 
     int32_t a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3], a4 = a[4], a5 = a[5];
     int32_t wa, wb, x0, x1;
     if (natural) {
-        MAC6_LOOP(MAC6_W16, MAC6_XN);
+        MAC6_LOOP(MAC_W16, MAC6_XN);
     } else {
-        MAC6_LOOP(MAC6_W8, MAC6_X);
+        MAC6_LOOP(MAC_W8, MAC6_X);
     }
     a[0] = a0;
     a[1] = a1;
@@ -209,110 +151,47 @@ static inline __attribute__((always_inline)) void mac6n(const int16_t *x, const 
     mac6_any(x, w, ng, a, 1);
 }
 
-/* 4 / 2 / 1 pixels x one output channel over `ng` >= 1 groups of 4 depth elements; the loop count
- * lives in the asm (SUBS/BNE). Inputs: the interleaved widened scratch, PIX pixel slots per group. */
-static inline void mac4(const uint32_t *x, const int8_t *w, int32_t ng, int32_t *a)
+/* One group per iteration over `ng` >= 1 groups, the loop count in the asm (SUBS/BNE); X: the pixels
+ * (MAC_PX ... MAC_PX0), then the operands of their accumulators past a0 (each after a comma). */
+#define MAC_LOOP1(X, ...)                                                                             \
+    __asm__ volatile("1:\n\t" MAC_W8 X "subs %[n], %[n], #1\n\t"                                         \
+                     "bne 1b"                                                                         \
+                     : [a0] "+r"(a0) __VA_ARGS__, [w] "+r"(w), [x] "+r"(x), [n] "+r"(ng), [wa] "=&r"(wa), \
+                       [wb] "=&r"(wb), [x0] "=&r"(x0), [x1] "=&r"(x1)                                 \
+                     :                                                                                \
+                     : "cc", "memory")
+
+/* npix (1..4, a constant at each call site) pixels x one output channel over `ng` >= 1 groups of 4
+ * depth elements. Inputs: the interleaved widened scratch, PIX pixel slots per group. Each width is
+ * its own asm statement only because an operand takes a register whether the text uses it or not:
+ * one statement for all widths (the pixels past npix left out by .if) held 4 accumulators in
+ * registers for 1..3 pixels, and the spills around it cost 0.2-0.4 % of such a layer (in_c 3,
+ * dilation 2, 7x7 .. 9x9 outputs). */
+static inline __attribute__((always_inline)) void mac_n(const uint32_t *x, const int8_t *w, int32_t ng, int32_t *a,
+                                                        const int npix)
 {
     int32_t a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];
     int32_t wa, wb, x0, x1;
-    __asm__ volatile("1:\n\t"
-                     "ldr %[wb], [%[w]], #4\n\t"
-                     "sxtb16 %[wa], %[wb]\n\t"
-                     "sxtb16 %[wb], %[wb], ror #8\n\t"
-                     "ldrd %[x0], %[x1], [%[x], #8]\n\t"
-                     "smlad %[a1], %[wa], %[x0], %[a1]\n\t"
-                     "smlad %[a1], %[wb], %[x1], %[a1]\n\t"
-                     "ldrd %[x0], %[x1], [%[x], #16]\n\t"
-                     "smlad %[a2], %[wa], %[x0], %[a2]\n\t"
-                     "smlad %[a2], %[wb], %[x1], %[a2]\n\t"
-                     "ldrd %[x0], %[x1], [%[x], #24]\n\t"
-                     "smlad %[a3], %[wa], %[x0], %[a3]\n\t"
-                     "smlad %[a3], %[wb], %[x1], %[a3]\n\t"
-                     "ldrd %[x0], %[x1], [%[x]], #48\n\t"
-                     "smlad %[a0], %[wa], %[x0], %[a0]\n\t"
-                     "smlad %[a0], %[wb], %[x1], %[a0]\n\t"
-                     "subs %[n], %[n], #1\n\t"
-                     "bne 1b"
-                     : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [w] "+r"(w), [x] "+r"(x),
-                       [n] "+r"(ng), [wa] "=&r"(wa), [wb] "=&r"(wb), [x0] "=&r"(x0), [x1] "=&r"(x1)
-                     :
-                     : "cc", "memory");
+    if (npix == 4) {
+        MAC_LOOP1(MAC_PX(8, a1) MAC_PX(16, a2) MAC_PX(24, a3) MAC_PX0(48),
+                  , [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3));
+    } else if (npix == 3) {
+        MAC_LOOP1(MAC_PX(8, a1) MAC_PX(16, a2) MAC_PX0(48), , [a1] "+r"(a1), [a2] "+r"(a2));
+    } else if (npix == 2) {
+        MAC_LOOP1(MAC_PX(8, a1) MAC_PX0(48), , [a1] "+r"(a1));
+    } else {
+        MAC_LOOP1(MAC_PX0(48), );
+    }
     a[0] = a0;
-    a[1] = a1;
-    a[2] = a2;
-    a[3] = a3;
-}
-
-static inline void mac3(const uint32_t *x, const int8_t *w, int32_t ng, int32_t *a)
-{
-    int32_t a0 = a[0], a1 = a[1], a2 = a[2];
-    int32_t wa, wb, x0, x1;
-    __asm__ volatile("1:\n\t"
-                     "ldr %[wb], [%[w]], #4\n\t"
-                     "sxtb16 %[wa], %[wb]\n\t"
-                     "sxtb16 %[wb], %[wb], ror #8\n\t"
-                     "ldrd %[x0], %[x1], [%[x], #8]\n\t"
-                     "smlad %[a1], %[wa], %[x0], %[a1]\n\t"
-                     "smlad %[a1], %[wb], %[x1], %[a1]\n\t"
-                     "ldrd %[x0], %[x1], [%[x], #16]\n\t"
-                     "smlad %[a2], %[wa], %[x0], %[a2]\n\t"
-                     "smlad %[a2], %[wb], %[x1], %[a2]\n\t"
-                     "ldrd %[x0], %[x1], [%[x]], #48\n\t"
-                     "smlad %[a0], %[wa], %[x0], %[a0]\n\t"
-                     "smlad %[a0], %[wb], %[x1], %[a0]\n\t"
-                     "subs %[n], %[n], #1\n\t"
-                     "bne 1b"
-                     : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [w] "+r"(w), [x] "+r"(x), [n] "+r"(ng),
-                       [wa] "=&r"(wa), [wb] "=&r"(wb), [x0] "=&r"(x0), [x1] "=&r"(x1)
-                     :
-                     : "cc", "memory");
-    a[0] = a0;
-    a[1] = a1;
-    a[2] = a2;
-}
-
-static inline void mac2(const uint32_t *x, const int8_t *w, int32_t ng, int32_t *a)
-{
-    int32_t a0 = a[0], a1 = a[1];
-    int32_t wa, wb, x0, x1;
-    __asm__ volatile("1:\n\t"
-                     "ldr %[wb], [%[w]], #4\n\t"
-                     "sxtb16 %[wa], %[wb]\n\t"
-                     "sxtb16 %[wb], %[wb], ror #8\n\t"
-                     "ldrd %[x0], %[x1], [%[x], #8]\n\t"
-                     "smlad %[a1], %[wa], %[x0], %[a1]\n\t"
-                     "smlad %[a1], %[wb], %[x1], %[a1]\n\t"
-                     "ldrd %[x0], %[x1], [%[x]], #48\n\t"
-                     "smlad %[a0], %[wa], %[x0], %[a0]\n\t"
-                     "smlad %[a0], %[wb], %[x1], %[a0]\n\t"
-                     "subs %[n], %[n], #1\n\t"
-                     "bne 1b"
-                     : [a0] "+r"(a0), [a1] "+r"(a1), [w] "+r"(w), [x] "+r"(x), [n] "+r"(ng), [wa] "=&r"(wa),
-                       [wb] "=&r"(wb), [x0] "=&r"(x0), [x1] "=&r"(x1)
-                     :
-                     : "cc", "memory");
-    a[0] = a0;
-    a[1] = a1;
-}
-
-static inline void mac1(const uint32_t *x, const int8_t *w, int32_t ng, int32_t *a)
-{
-    int32_t a0 = a[0];
-    int32_t wa, wb, x0, x1;
-    __asm__ volatile("1:\n\t"
-                     "ldr %[wb], [%[w]], #4\n\t"
-                     "sxtb16 %[wa], %[wb]\n\t"
-                     "sxtb16 %[wb], %[wb], ror #8\n\t"
-                     "ldrd %[x0], %[x1], [%[x]], #48\n\t"
-                     "smlad %[a0], %[wa], %[x0], %[a0]\n\t"
-                     "smlad %[a0], %[wb], %[x1], %[a0]\n\t"
-                     "subs %[n], %[n], #1\n\t"
-                     "bne 1b"
-                     : [a0] "+r"(a0), [w] "+r"(w), [x] "+r"(x), [n] "+r"(ng), [wa] "=&r"(wa), [wb] "=&r"(wb),
-                       [x0] "=&r"(x0), [x1] "=&r"(x1)
-                     :
-                     : "cc", "memory");
-    a[0] = a0;
+    if (npix > 1) {
+        a[1] = a1;
+    }
+    if (npix > 2) {
+        a[2] = a2;
+    }
+    if (npix > 3) {
+        a[3] = a3;
+    }
 }
 
 /* Output channels whose constants are tabulated at once (16 bytes each, in the layer's scratch). */
@@ -420,14 +299,8 @@ static inline __attribute__((always_inline)) void conv_pass_f(const uint32_t *co
         if (ng > 0) {
             if (core == 6) {
                 mac6(cols, w, ng, a);
-            } else if (core == 4) {
-                mac4(cols, w, ng, a);
-            } else if (core == 3) {
-                mac3(cols, w, ng, a);
-            } else if (core == 2) {
-                mac2(cols, w, ng, a);
             } else {
-                mac1(cols, w, ng, a);
+                mac_n(cols, w, ng, a, core);
             }
         }
         if (last_tail) {
@@ -733,6 +606,25 @@ static inline __attribute__((always_inline)) void pass6_f(const uint32_t *cols, 
     }
 }
 
+/* conv_pass_f with its core a constant at each inlined site (`full` one at the caller's) */
+static inline __attribute__((always_inline)) void conv_pass_c(const uint32_t *cols, const int16_t tail[PIX][4],
+                                                              int32_t depth, int32_t npix, int32_t core, int full,
+                                                              const mdt_conv_params *p, const chan_t *t,
+                                                              int32_t oc0, int32_t n, int8_t *out)
+{
+    if (core == 6) {
+        conv_pass_f(cols, tail, depth, npix, 6, full, p, t, oc0, n, out);
+    } else if (core == 4) {
+        conv_pass_f(cols, tail, depth, npix, 4, full, p, t, oc0, n, out);
+    } else if (core == 3) {
+        conv_pass_f(cols, tail, depth, npix, 3, full, p, t, oc0, n, out);
+    } else if (core == 2) {
+        conv_pass_f(cols, tail, depth, npix, 2, full, p, t, oc0, n, out);
+    } else {
+        conv_pass_f(cols, tail, depth, npix, 1, full, p, t, oc0, n, out);
+    }
+}
+
 /* The core for a pass of npix pixels: its own width, but 5 runs the 6-pixel core (one unused). */
 static int32_t core_for(int32_t npix)
 {
@@ -777,29 +669,9 @@ static __attribute__((noinline)) void conv_pass(const uint32_t *cols, const int1
         return;
     }
     if (p->act_min == -128 && p->act_max == 127) {
-        if (core == 6) {
-            conv_pass_f(cols, tail, depth, npix, 6, 1, p, t, oc0, n, out);
-        } else if (core == 4) {
-            conv_pass_f(cols, tail, depth, npix, 4, 1, p, t, oc0, n, out);
-        } else if (core == 3) {
-            conv_pass_f(cols, tail, depth, npix, 3, 1, p, t, oc0, n, out);
-        } else if (core == 2) {
-            conv_pass_f(cols, tail, depth, npix, 2, 1, p, t, oc0, n, out);
-        } else {
-            conv_pass_f(cols, tail, depth, npix, 1, 1, p, t, oc0, n, out);
-        }
+        conv_pass_c(cols, tail, depth, npix, core, 1, p, t, oc0, n, out);
     } else {
-        if (core == 6) {
-            conv_pass_f(cols, tail, depth, npix, 6, 0, p, t, oc0, n, out);
-        } else if (core == 4) {
-            conv_pass_f(cols, tail, depth, npix, 4, 0, p, t, oc0, n, out);
-        } else if (core == 3) {
-            conv_pass_f(cols, tail, depth, npix, 3, 0, p, t, oc0, n, out);
-        } else if (core == 2) {
-            conv_pass_f(cols, tail, depth, npix, 2, 0, p, t, oc0, n, out);
-        } else {
-            conv_pass_f(cols, tail, depth, npix, 1, 0, p, t, oc0, n, out);
-        }
+        conv_pass_c(cols, tail, depth, npix, core, 0, p, t, oc0, n, out);
     }
 }
 
@@ -1187,7 +1059,7 @@ int mdt_depthwise_conv2d_dsp(const mdt_dwconv_params *p, const int8_t *input, in
     const int8_t *const shift = p->shift;
     const int32_t off2 = (int32_t)(((uint32_t)(uint16_t)p->input_offset << 16) | (uint16_t)p->input_offset);
     int32_t b, oy, ox, c;
-    if (p->depth_multiplier != 1 || (C % 4) != 0 || !multipliers_ok(mult, p->out_c)) {
+    if (p->depth_multiplier != 1 || (C % 4) != 0 || !multipliers_ok(mult, shift, p->out_c)) {
         return 0;
     }
     MDT_PATH(MDT_PATH_DW_GENERAL);
@@ -1243,16 +1115,16 @@ int mdt_depthwise_conv2d_dsp(const mdt_dwconv_params *p, const int8_t *input, in
                         xr += ystep;
                         wr += wrow_step;
                     }
-                    {
-                        rq_t r = rq_make(mult[c], shift[c]);
-                        output[c] = rq_out(&r, a0 + (bias ? bias[c] : 0), out_off, lo, hi);
-                        r = rq_make(mult[c + 1], shift[c + 1]);
-                        output[c + 1] = rq_out(&r, a1 + (bias ? bias[c + 1] : 0), out_off, lo, hi);
-                        r = rq_make(mult[c + 2], shift[c + 2]);
-                        output[c + 2] = rq_out(&r, a2 + (bias ? bias[c + 2] : 0), out_off, lo, hi);
-                        r = rq_make(mult[c + 3], shift[c + 3]);
-                        output[c + 3] = rq_out(&r, a3 + (bias ? bias[c + 3] : 0), out_off, lo, hi);
+                    if (bias) {
+                        a0 += bias[c];
+                        a1 += bias[c + 1];
+                        a2 += bias[c + 2];
+                        a3 += bias[c + 3];
                     }
+                    output[c] = rqs_out(mult[c], shift[c], a0, out_off, lo, hi);
+                    output[c + 1] = rqs_out(mult[c + 1], shift[c + 1], a1, out_off, lo, hi);
+                    output[c + 2] = rqs_out(mult[c + 2], shift[c + 2], a2, out_off, lo, hi);
+                    output[c + 3] = rqs_out(mult[c + 3], shift[c + 3], a3, out_off, lo, hi);
                 }
                 output += C;
             }

@@ -53,24 +53,6 @@ static inline __attribute__((always_inline)) void add_loops(const mdt_add_params
     }
 }
 
-/* Both operands dense (no broadcast, the usual residual ADD): one flat loop, in assembly where the
- * output's requantisation allows (mdt_dsp_add.h). The four nested loops above keep eleven values
- * live besides the two table bases, which spills on Cortex-M4 (measured: ResNet-8's ADDs 23
- * instructions an element with the flash tables, against 19 with both tables on the stack, whose
- * SP-based indexing took no register). */
-static inline __attribute__((always_inline)) void add_flat(const int8_t *a, const int8_t *b, int8_t *out, int32_t n,
-                                                           const int32_t *t1, const int32_t *t2, const mdt_rqf *r,
-                                                           int32_t lo, int32_t hi, int full, int has_post)
-{
-    const int64_t k = mdt_rqf_k(r);
-    const int32_t m = r->m, sh = r->sh, post = r->post;
-    const int8_t *const end = a + n;
-    while (a < end) {
-        const int32_t s = mdt_wrap_add(t1[(uint8_t)*a++], t2[(uint8_t)*b++]);
-        *out++ = (int8_t)mdt_rqf_clamp(mdt_rqf_apply(k, m, sh, s) + (has_post ? post : 0), full, lo, hi);
-    }
-}
-
 /* the element strides of a dense tensor of the output's dims (ops/add.py writes exactly these) */
 static int dense(const mdt_add_params *p, const int32_t *st)
 {
@@ -105,20 +87,13 @@ int mdt_add_dsp(const mdt_add_params *p, const int8_t *input1, const int8_t *inp
     r = mdt_rqf_make(p->output_multiplier, p->output_shift, p->output_offset);
     /* tables indexed by the int8 value's byte, (uint8_t)v: a zero-extending load and a scaled index,
      * no offset to add (gcc turned t[v + 128] into a multiply-add with two constants in registers) */
-    if (dense(p, p->stride1) && dense(p, p->stride2) && n > 0 && mdt_add_asm_ok(&r, p->act_max)) {
-        if (p->act_min == -128) {
-            mdt_add_tables_asm(input1, input2, output, n, t1, t2, &r, -128, 0);
-        } else {
-            mdt_add_tables_asm(input1, input2, output, n, t1, t2, &r, p->act_min, 1);
-        }
-    } else if (dense(p, p->stride1) && dense(p, p->stride2)) {
-        if (r.post != 0) {
-            add_flat(input1, input2, output, n, t1, t2, &r, p->act_min, p->act_max, 0, 1);
-        } else if (p->act_min == -128 && p->act_max == 127) {
-            add_flat(input1, input2, output, n, t1, t2, &r, -128, 127, 1, 0);
-        } else {
-            add_flat(input1, input2, output, n, t1, t2, &r, p->act_min, p->act_max, 0, 0);
-        }
+    if (dense(p, p->stride1) && dense(p, p->stride2)) {
+        /* both operands dense (no broadcast, the usual residual ADD): one flat loop, in assembly where
+         * the output's requantisation allows. The four nested loops keep eleven values live besides the
+         * two table bases, which spills on Cortex-M4 (measured: ResNet-8's ADDs 23 instructions an
+         * element with the flash tables, against 19 with both tables on the stack, whose SP-based
+         * indexing took no register). */
+        mdt_add_tables(input1, input2, output, n, t1, t2, &r, p->act_min, p->act_max);
     } else if (r.post != 0) {
         add_loops(p, input1, input2, output, t1, t2, &r, 0, 1);
     } else if (p->act_min == -128 && p->act_max == 127) {

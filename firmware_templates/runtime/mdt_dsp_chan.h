@@ -41,15 +41,15 @@ typedef char chan_t_layout_check[(offsetof(chan_t, bias) == 0 && offsetof(chan_t
                                      ? 1
                                      : -1];
 
-/* the low word of the folded form's 64-bit constant: 2^30, + 2^31 for a right shift of 1 */
+/* the low word of the folded form's 64-bit constant (mdt_rqf_klo: 2^30, + 2^31 for a right shift of 1) */
 static inline uint32_t chan_klo(const chan_t *t)
 {
-    return t->sh == 0 ? 0xC0000000u : 0x40000000u;
+    return mdt_rqf_klo(t->sh);
 }
 
 static inline int64_t chan_k(const chan_t *t)
 {
-    return (int64_t)(((uint64_t)(uint32_t)t->k_hi << 32) | chan_klo(t));
+    return mdt_rqf_k64(t->k_hi, chan_klo(t));
 }
 
 /* Out of line: row-wise execution calls the conv once per output row, so this runs per row; inlined,

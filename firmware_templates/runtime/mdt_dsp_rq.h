@@ -36,6 +36,13 @@ static inline int mdt_rqf_ok(int32_t mult, int32_t shift)
     return mult == 0 || (mult > 0 && shift <= -1 && shift >= -31);
 }
 
+/* k's low word, from sh = e - 1 (what mdt_rqf and chan_t keep): 2^30, and 2^31 for a right shift e of 1
+ * (the 2^(30+e) of a larger e is in k_hi) */
+static inline uint32_t mdt_rqf_klo(int32_t sh)
+{
+    return sh == 0 ? 0xC0000000u : 0x40000000u;
+}
+
 static inline mdt_rqf mdt_rqf_make(int32_t mult, int32_t shift, int32_t out_off)
 {
     mdt_rqf r;
@@ -47,15 +54,21 @@ static inline mdt_rqf mdt_rqf_make(int32_t mult, int32_t shift, int32_t out_off)
     r.m = mult;
     r.sh = (int32_t)e - 1;
     /* 2^30 and (e == 1) 2^31 in the low word; 2^(30+e) (e >= 2) and off 2^(31+e) in the high one */
-    r.k_lo = 0x40000000u | ((uint32_t)(e == 1) << 31);
+    r.k_lo = mdt_rqf_klo(r.sh);
     r.k_hi = (int32_t)(((1u << e) >> 2) + (off_hi & fold_mask));
     r.post = (int32_t)((uint32_t)out_off & ~fold_mask);
     return r;
 }
 
+/* k from its two words (mdt_rqf, and mdt_dsp_chan.h's chan_t, which keeps k_hi and sh only) */
+static inline int64_t mdt_rqf_k64(int32_t k_hi, uint32_t k_lo)
+{
+    return (int64_t)(((uint64_t)(uint32_t)k_hi << 32) | k_lo);
+}
+
 static inline int64_t mdt_rqf_k(const mdt_rqf *r)
 {
-    return (int64_t)(((uint64_t)(uint32_t)r->k_hi << 32) | r->k_lo);
+    return mdt_rqf_k64(r->k_hi, r->k_lo);
 }
 
 static inline int32_t mdt_rqf_apply(int64_t k, int32_t m, int32_t sh, int32_t acc)
@@ -63,6 +76,46 @@ static inline int32_t mdt_rqf_apply(int64_t k, int32_t m, int32_t sh, int32_t ac
     k -= (int64_t)((uint32_t)acc & 0x80000000u);
     k += (int64_t)acc * m;
     return (int32_t)(k >> 32) >> sh;
+}
+
+/* Any shift, for m >= 0 and no offset (an ADD operand's rescaling with the ADD's left_shift, the
+ * first-round depthwise path's channels): MultiplyByQuantizedMultiplier(shl(x, left), m, -e) with
+ * `left` the left_shift and a positive TFLite shift together (the reference's wrapping shl), then for a
+ * right shift e of 1..31 the folded sum of mdt_rqf_apply (post 0), for e == 0 (`plain`) srdhm alone,
+ * floor((x m + 2^30) / 2^31) for m >= 0 (this file's first identity). */
+typedef struct {
+    int64_t k;
+    int32_t m, sh, left, plain;
+} mdt_rqs;
+
+/* 1 where (mult, shift, left_shift) is within mdt_rqs: mult >= 0, both shifts below 32 */
+static inline int mdt_rqs_ok(int32_t mult, int32_t shift, int32_t left_shift)
+{
+    return mult >= 0 && shift >= -31 && left_shift + (shift > 0 ? shift : 0) <= 31;
+}
+
+static inline mdt_rqs mdt_rqs_make(int32_t mult, int32_t shift, int32_t left_shift)
+{
+    const int32_t right = shift < 0 ? -shift : 0;
+    const mdt_rqf f = mdt_rqf_make(mult, -(right > 0 ? right : 1), 0);
+    mdt_rqs r;
+    r.k = right > 0 ? mdt_rqf_k(&f) : ((int64_t)1 << 30);
+    r.m = mult;
+    r.sh = f.sh;
+    r.left = left_shift + (shift > 0 ? shift : 0);
+    r.plain = right == 0;
+    return r;
+}
+
+/* `plain` a constant at a call site where the form is fixed (no branch per element) */
+static inline __attribute__((always_inline)) int32_t mdt_rqs_apply(int64_t k, int32_t m, int32_t sh, int32_t left,
+                                                                   int plain, int32_t v)
+{
+    const int32_t x = (int32_t)((uint32_t)v << left);
+    if (plain) {
+        return (int32_t)(((int64_t)x * m + k) >> 31);
+    }
+    return mdt_rqf_apply(k, m, sh, x);
 }
 
 /* Clamp to [lo, hi]; `full` (lo == -128 and hi == 127, a compile-time constant at each call site)

@@ -17,47 +17,10 @@
 #endif
 
 #if MDT_DSP
-/* One ADD operand's rescaling, MultiplyByQuantizedMultiplier(shl(x, left), m, shift) for m >= 0, in the
- * folded form of mdt_dsp_rq.h: a right shift e of 1..31 is the one 64-bit sum of mdt_rqf_apply (no
- * offset: post 0); e == 0 (the larger-scale operand, a multiplier of exactly 0.5) is srdhm alone,
- * floor((x m + 2^30) / 2^31) for m >= 0 (mdt_dsp_rq.h's first identity). */
-typedef struct {
-    int64_t k;
-    int32_t m, sh, left, plain;
-} in_rq;
-
-static int in_rq_make(in_rq *r, int32_t mult, int32_t shift, int32_t left_shift)
-{
-    const int32_t left = left_shift + (shift > 0 ? shift : 0), right = shift < 0 ? -shift : 0;
-    mdt_rqf f;
-    if (mult < 0 || right > 31 || left > 31) {
-        return 0;
-    }
-    f = mdt_rqf_make(mult, -(right > 0 ? right : 1), 0);
-    r->k = right > 0 ? mdt_rqf_k(&f) : ((int64_t)1 << 30);
-    r->m = mult;
-    r->sh = f.sh;
-    r->left = left;
-    r->plain = right == 0;
-    return 1;
-}
-
-/* `left` folds the ADD's left_shift and a positive TFLite shift (both shift the same int32 left,
- * wrapping as the reference's wrap_shl). `plain` is a constant at each call site. */
-static inline __attribute__((always_inline)) int32_t in_rq_apply(int64_t k, int32_t m, int32_t sh, int32_t left,
-                                                                 int plain, int32_t v)
-{
-    const int32_t x = mdt_wrap_shl(v, left);
-    if (plain) {
-        return (int32_t)(((int64_t)x * m + k) >> 31);
-    }
-    return mdt_rqf_apply(k, m, sh, x);
-}
-
 /* The element loop with both operands' forms fixed (constants at each call site: no per-element
  * branches) and every constant in a local. */
-static inline __attribute__((always_inline)) void add_loop(const mdt_add_params *a, const in_rq *r1,
-                                                           const in_rq *r2, const int8_t *conv, const int8_t *skip,
+static inline __attribute__((always_inline)) void add_loop(const mdt_add_params *a, const mdt_rqs *r1,
+                                                           const mdt_rqs *r2, const int8_t *conv, const int8_t *skip,
                                                            int8_t *out, int32_t n, int plain1, int plain2)
 {
     const mdt_rqf r = mdt_rqf_make(a->output_multiplier, a->output_shift, a->output_offset);
@@ -66,29 +29,9 @@ static inline __attribute__((always_inline)) void add_loop(const mdt_add_params 
     const int32_t off1 = a->input1_offset, off2 = a->input2_offset, lo = a->act_min, hi = a->act_max;
     int32_t j;
     for (j = 0; j < n; ++j) {
-        const int32_t s = mdt_wrap_add(in_rq_apply(k1, m1, sh1, l1, plain1, off1 + conv[j]),
-                                       in_rq_apply(k2, m2, sh2, l2, plain2, off2 + skip[j]));
+        const int32_t s = mdt_wrap_add(mdt_rqs_apply(k1, m1, sh1, l1, plain1, off1 + conv[j]),
+                                       mdt_rqs_apply(k2, m2, sh2, l2, plain2, off2 + skip[j]));
         out[j] = (int8_t)mdt_rqf_clamp(mdt_rqf_apply(k, r.m, r.sh, s) + r.post, 0, lo, hi);
-    }
-}
-#endif
-
-#if MDT_DSP
-/* The operands' rescalings read from the compiler's tables in flash (mdt_add_params.input1_table:
- * each the reference's rescaling of the 256 int8 values, so the same int32 per element), then the
- * output requantisation in the folded form; `full` and `has_post` constants at each call site. */
-static inline __attribute__((always_inline)) void add_loop_tables(const mdt_add_params *a, const int8_t *conv,
-                                                                  const int8_t *skip, int8_t *out, int32_t n,
-                                                                  int full, int has_post)
-{
-    const mdt_rqf r = mdt_rqf_make(a->output_multiplier, a->output_shift, a->output_offset);
-    const int64_t k = mdt_rqf_k(&r);
-    const int32_t *const t1 = a->input1_table, *const t2 = a->input2_table;
-    const int32_t m = r.m, sh = r.sh, post = r.post, lo = a->act_min, hi = a->act_max;
-    int32_t j;
-    for (j = 0; j < n; ++j) {
-        const int32_t s = mdt_wrap_add(t1[(uint8_t)conv[j]], t2[(uint8_t)skip[j]]);
-        out[j] = (int8_t)mdt_rqf_clamp(mdt_rqf_apply(k, m, sh, s) + (has_post ? post : 0), full, lo, hi);
     }
 }
 #endif
@@ -104,30 +47,20 @@ static __attribute__((noinline)) void add_chunk(const mdt_add_params *a, const i
 {
     int32_t j;
 #if MDT_DSP
-    in_rq r1, r2;
+    mdt_rqs r1, r2;
     if (a->input1_table != NULL && a->input2_table != NULL && mdt_rqf_ok(a->output_multiplier, a->output_shift)) {
         MDT_PATH(MDT_PATH_ADD_TABLES_CONST);
         MDT_PATH(MDT_PATH_FUSED_ADD_DSP);
         const mdt_rqf r = mdt_rqf_make(a->output_multiplier, a->output_shift, a->output_offset);
-        if (n > 0 && mdt_add_asm_ok(&r, a->act_max)) {
-            if (a->act_min == -128) {
-                mdt_add_tables_asm(conv, skip, out, n, a->input1_table, a->input2_table, &r, -128, 0);
-            } else {
-                mdt_add_tables_asm(conv, skip, out, n, a->input1_table, a->input2_table, &r, a->act_min, 1);
-            }
-        } else if (r.post != 0) {
-            add_loop_tables(a, conv, skip, out, n, 0, 1);
-        } else if (a->act_min == -128 && a->act_max == 127) {
-            add_loop_tables(a, conv, skip, out, n, 1, 0);
-        } else {
-            add_loop_tables(a, conv, skip, out, n, 0, 0);
-        }
+        mdt_add_tables(conv, skip, out, n, a->input1_table, a->input2_table, &r, a->act_min, a->act_max);
         return;
     }
     if (mdt_rqf_ok(a->output_multiplier, a->output_shift) &&
-        in_rq_make(&r1, a->input1_multiplier, a->input1_shift, a->left_shift) &&
-        in_rq_make(&r2, a->input2_multiplier, a->input2_shift, a->left_shift)) {
+        mdt_rqs_ok(a->input1_multiplier, a->input1_shift, a->left_shift) &&
+        mdt_rqs_ok(a->input2_multiplier, a->input2_shift, a->left_shift)) {
         MDT_PATH(MDT_PATH_FUSED_ADD_DSP);
+        r1 = mdt_rqs_make(a->input1_multiplier, a->input1_shift, a->left_shift);
+        r2 = mdt_rqs_make(a->input2_multiplier, a->input2_shift, a->left_shift);
         if (r1.plain) {
             if (r2.plain) {
                 add_loop(a, &r1, &r2, conv, skip, out, n, 1, 1);
@@ -172,14 +105,7 @@ void mdt_conv2d_add(const mdt_conv_add_params *p, const int8_t *input, const int
     scratch.keep = 0;
     for (r = 0; r < c->out_h; ++r) {
         /* the input rows output row r reads: the first stored one and the top padding left */
-        const int32_t y0 = r * c->stride_h - c->pad_h;
-        const int32_t top = y0 > 0 ? y0 : 0;
-        int32_t rows = y0 + (c->k_h - 1) * c->dil_h + 1 - top;
-        if (rows > c->in_h - top) {
-            rows = c->in_h - top;
-        }
-        q.pad_h = top - y0;
-        q.in_h = rows > 0 ? rows : 0;
+        const int32_t top = mdt_row_window(r, 1, c->stride_h, c->pad_h, c->k_h, c->dil_h, c->in_h, &q.pad_h, &q.in_h);
         for (x0 = 0; x0 < c->out_w; x0 += p->chunk_w) {
             /* pixels x0 .. x0 + n - 1 of the row: the same input rows, and a left padding of what
              * remains of pad_w at column x0 (negative: input columns before the first one read) */

@@ -9,22 +9,6 @@
 
 #include "mdt_runtime.h"
 
-/* The window of input rows output rows r .. r + n - 1 read: its first stored row and the top padding
- * left. */
-static const int8_t *window(int32_t r, int32_t n, int32_t stride, int32_t pad, int32_t k, int32_t dil, int32_t in_h,
-                            int32_t in_row, const int8_t *input, int32_t *win_pad, int32_t *win_h)
-{
-    const int32_t y0 = r * stride - pad;
-    const int32_t top = y0 > 0 ? y0 : 0;
-    int32_t rows = y0 + (n - 1) * stride + (k - 1) * dil + 1 - top;
-    if (rows > in_h - top) {
-        rows = in_h - top;
-    }
-    *win_pad = top - y0;
-    *win_h = rows > 0 ? rows : 0;
-    return input + top * in_row;
-}
-
 /* A word at a time (4-byte memcpy compiles to one load and one store where the core allows unaligned
  * words, byte moves elsewhere); the scratch row never overlaps the output. */
 static void put_row(const int8_t *scratch, int8_t *dst, int32_t n)
@@ -40,50 +24,66 @@ static void put_row(const int8_t *scratch, int8_t *dst, int32_t n)
     }
 }
 
+/* What the shared row loop needs of a layer (either kind): its output rows, the geometry of its input
+ * rows' windows (mdt_row_window), the bytes of an input and an output row, and where the caller's copy
+ * of the params keeps the three fields each call sets. */
+typedef struct {
+    int32_t out_h, stride, pad, k, dil, in_h, in_row, out_row;
+    int32_t *q_out_h, *q_pad_h, *q_in_h;
+} rows_geom;
+
+/* The layer's kernel on the copy q. Through a pointer so that one loop serves both param types: one
+ * indirect call per chunk of up to 8 rows, next to a kernel call's thousands of instructions. */
+typedef void (*rows_kernel)(const void *q, const int8_t *input, int8_t *output, mdt_scratch s);
+
+static void conv_kernel(const void *q, const int8_t *input, int8_t *output, mdt_scratch s)
+{
+    mdt_conv2d((const mdt_conv_params *)q, input, output, s);
+}
+
+static void dw_kernel(const void *q, const int8_t *input, int8_t *output, mdt_scratch s)
+{
+    mdt_depthwise_conv2d((const mdt_dwconv_params *)q, input, output, s);
+}
+
 /* The region: the chunk's output rows first, then the kernel's working memory, which the calls after
  * the first may reuse (keep: the layer's constant tables, keyed, stay valid within its step). */
-void mdt_conv2d_rows(const mdt_conv_params *p, int32_t rows_per_call, const int8_t *input, int8_t *output,
-                     mdt_scratch scratch)
+static inline __attribute__((always_inline)) void rows(const rows_geom *g, rows_kernel kernel, const void *q,
+                                                     int32_t rows_per_call, const int8_t *input,
+                 int8_t *output, mdt_scratch scratch)
 {
-    const int32_t in_row = p->in_w * p->in_c;
-    const int32_t out_row = p->out_w * p->out_c;
     const int32_t chunk = rows_per_call > 1 ? rows_per_call : 1;
-    int8_t *const row = mdt_scratch_head(&scratch, chunk * out_row);
-    mdt_conv_params q = *p;
-    int32_t r;
+    int8_t *const row = mdt_scratch_head(&scratch, chunk * g->out_row);
+    int32_t r, n;
     if (row == 0) {
         return; /* the compiler always reserves the rows: not reached */
     }
     scratch.keep = 0;
-    for (r = 0; r < p->out_h; r += q.out_h) {
-        const int8_t *win;
-        q.out_h = p->out_h - r < chunk ? p->out_h - r : chunk;
-        win = window(r, q.out_h, p->stride_h, p->pad_h, p->k_h, p->dil_h, p->in_h, in_row, input, &q.pad_h, &q.in_h);
-        mdt_conv2d(&q, win, row, scratch);
+    for (r = 0; r < g->out_h; r += n) {
+        int32_t top;
+        n = g->out_h - r < chunk ? g->out_h - r : chunk;
+        top = mdt_row_window(r, n, g->stride, g->pad, g->k, g->dil, g->in_h, g->q_pad_h, g->q_in_h);
+        *g->q_out_h = n;
+        kernel(q, input + top * g->in_row, row, scratch);
         scratch.keep = 1;
-        put_row(row, output + r * out_row, q.out_h * out_row);
+        put_row(row, output + r * g->out_row, n * g->out_row);
     }
+}
+
+void mdt_conv2d_rows(const mdt_conv_params *p, int32_t rows_per_call, const int8_t *input, int8_t *output,
+                     mdt_scratch scratch)
+{
+    mdt_conv_params q = *p;
+    const rows_geom g = {p->out_h, p->stride_h, p->pad_h, p->k_h, p->dil_h, p->in_h, p->in_w * p->in_c,
+                         p->out_w * p->out_c, &q.out_h, &q.pad_h, &q.in_h};
+    rows(&g, conv_kernel, &q, rows_per_call, input, output, scratch);
 }
 
 void mdt_dwconv_rows(const mdt_dwconv_params *p, int32_t rows_per_call, const int8_t *input, int8_t *output,
                      mdt_scratch scratch)
 {
-    const int32_t in_row = p->in_w * p->in_c;
-    const int32_t out_row = p->out_w * p->out_c;
-    const int32_t chunk = rows_per_call > 1 ? rows_per_call : 1;
-    int8_t *const row = mdt_scratch_head(&scratch, chunk * out_row);
     mdt_dwconv_params q = *p;
-    int32_t r;
-    if (row == 0) {
-        return; /* the compiler always reserves the rows: not reached */
-    }
-    scratch.keep = 0;
-    for (r = 0; r < p->out_h; r += q.out_h) {
-        const int8_t *win;
-        q.out_h = p->out_h - r < chunk ? p->out_h - r : chunk;
-        win = window(r, q.out_h, p->stride_h, p->pad_h, p->k_h, p->dil_h, p->in_h, in_row, input, &q.pad_h, &q.in_h);
-        mdt_depthwise_conv2d(&q, win, row, scratch);
-        scratch.keep = 1;
-        put_row(row, output + r * out_row, q.out_h * out_row);
-    }
+    const rows_geom g = {p->out_h, p->stride_h, p->pad_h, p->k_h, p->dil_h, p->in_h, p->in_w * p->in_c,
+                         p->out_w * p->out_c, &q.out_h, &q.pad_h, &q.in_h};
+    rows(&g, dw_kernel, &q, rows_per_call, input, output, scratch);
 }

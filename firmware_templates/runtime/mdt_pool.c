@@ -1,5 +1,5 @@
-/* mdt_pool.c - AVERAGE_POOL_2D, MAX_POOL_2D and MEAN over H,W; bit-exact with TFLite's
- * reference_integer_ops::AveragePool / MaxPool and the three int8 MEAN paths of reduce.cc. */
+/* mdt_pool.c - AVERAGE_POOL_2D and MAX_POOL_2D, bit-exact with TFLite's reference_integer_ops::AveragePool
+ * / MaxPool (MEAN over H, W: mdt_reduce.c). */
 #include "mdt_fixedpoint.h"
 #include "mdt_runtime.h"
 
@@ -59,22 +59,4 @@ void mdt_avg_pool(const mdt_pool_params *p, const int8_t *input, int8_t *output)
 void mdt_max_pool(const mdt_pool_params *p, const int8_t *input, int8_t *output)
 {
     pool(p, input, output, 1);
-}
-
-void mdt_mean_hw(const mdt_mean_params *p, const int8_t *input, int8_t *output)
-{
-    const int32_t n = p->in_h * p->in_w;
-    int32_t b, c, i;
-    for (b = 0; b < p->batches; ++b) {
-        const int8_t *in_b = input + b * n * p->channels;
-        for (c = 0; c < p->channels; ++c) {
-            int32_t sum = 0;
-            int32_t out;
-            for (i = 0; i < n; ++i) {
-                sum += in_b[i * p->channels + c];
-            }
-            out = mdt_mbqm(sum - p->input_zero_point * n, p->multiplier, p->shift);
-            *output++ = (int8_t)mdt_clamp(out + p->output_zero_point, -128, 127);
-        }
-    }
 }

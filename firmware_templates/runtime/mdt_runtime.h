@@ -91,14 +91,6 @@ typedef struct {
     int32_t act_min, act_max;
 } mdt_pool_params;
 
-/* MEAN over H and W of an NHWC tensor, 1/count folded into the multiplier at compile time: the path
- * TF 2.19's reference takes for every int8 MEAN, keep_dims or not, equal parameters or not (the
- * truncating integer mean of older releases differs on about half the outputs). Other axes: mdt_reduce. */
-typedef struct {
-    int32_t batches, in_h, in_w, channels;
-    int32_t input_zero_point, output_zero_point, multiplier, shift;
-} mdt_mean_params;
-
 typedef struct {
     int32_t in_dims[4], out_dims[4], pad_before[4];
     int32_t pad_value;
@@ -165,7 +157,6 @@ void mdt_add(const mdt_add_params *p, const int8_t *input1, const int8_t *input2
              mdt_scratch scratch);
 void mdt_avg_pool(const mdt_pool_params *p, const int8_t *input, int8_t *output);
 void mdt_max_pool(const mdt_pool_params *p, const int8_t *input, int8_t *output);
-void mdt_mean_hw(const mdt_mean_params *p, const int8_t *input, int8_t *output);
 void mdt_pad(const mdt_pad_params *p, const int8_t *input, int8_t *output);
 void mdt_softmax(const mdt_softmax_params *p, const int8_t *input, int8_t *output);
 void mdt_requantize(const mdt_requant_params *p, const int8_t *input, int8_t *output);

@@ -45,10 +45,15 @@ typedef struct {
     const int32_t *ys, *xs;
 } mdt_resize_params;
 
-/* MEAN / SUM over any axes (mdt_reduce.c): out_dims are the kept dims (reduced ones 1), red_dims the
- * reduced dims (kept ones 1), both rank 4 with leading 1s; strides are the input's element strides. */
+/* MEAN / SUM over any axes (mdt_reduce.c), H x W means included: out_dims / out_strides iterate the
+ * kept axes in output order, red_dims / red_strides the reduced ones (the innermost loop over
+ * red_dims[1]); input element strides, unused slots dim 1. Two of each suffice up to 4-D: the compiler
+ * merges contiguous axes, after which kept and reduced ones alternate.
+ * MEAN has 1/count folded into the multiplier at compile time: the path TF 2.19's reference takes for
+ * every int8 MEAN, keep_dims or not, equal parameters or not (the truncating integer mean of older
+ * releases differs on about half the outputs). */
 typedef struct {
-    int32_t out_dims[4], red_dims[4], strides[4];
+    int32_t out_dims[2], out_strides[2], red_dims[2], red_strides[2];
     int32_t count, input_zero_point, output_zero_point, multiplier, shift;
 } mdt_reduce_params;
 
@@ -61,6 +66,26 @@ void mdt_dequantize_f32(const mdt_affine_params *p, const int8_t *input, int8_t 
 void mdt_transpose(const mdt_transpose_params *p, const int8_t *input, int8_t *output);
 void mdt_concat(const mdt_concat_params *p, const int8_t *const *inputs, int8_t *output);
 void mdt_resize_nearest(const mdt_resize_params *p, const int8_t *input, int8_t *output);
+/* The window of input rows that output rows r .. r + n - 1 of a convolution read (stride, top padding
+ * pad, k kernel rows dil apart, in_h input rows): its first stored row is returned, *win_pad is the top
+ * padding left above it and *win_h the rows from it the window reaches, clipped to the input (a kernel
+ * run on `input + first * row bytes` with pad_h = *win_pad and in_h = *win_h computes those rows).
+ * The one form of it: the row kernels (mdt_inplace.c), the fused conv + ADD (mdt_fused.c), and at
+ * compile time scratch.py's row_window (the patch stages' regions and the row calls' scratch). */
+static inline int32_t mdt_row_window(int32_t r, int32_t n, int32_t stride, int32_t pad, int32_t k, int32_t dil,
+                                     int32_t in_h, int32_t *win_pad, int32_t *win_h)
+{
+    const int32_t y0 = r * stride - pad;
+    const int32_t top = y0 > 0 ? y0 : 0;
+    int32_t rows = y0 + (n - 1) * stride + (k - 1) * dil + 1 - top;
+    if (rows > in_h - top) {
+        rows = in_h - top;
+    }
+    *win_pad = top - y0;
+    *win_h = rows > 0 ? rows : 0;
+    return top;
+}
+
 /* in-place row-by-row conv / depthwise (mdt_inplace.c): the scratch's first out_w * out_c bytes hold
  * one output row, the rest is the row kernel's working memory */
 void mdt_conv2d_rows(const mdt_conv_params *p, int32_t rows_per_call, const int8_t *input, int8_t *output,

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field, replace
 from ..errors import MicrotError
 from .ir import Graph, Op
 from .ops import Layer
-from .scratch import kernel_scratch_bytes
+from .scratch import kernel_scratch_bytes, row_window
 
 STAGE_KERNEL = "mdt_patch_stage"  # the composite layer's kernel name (the C is emitted per stage)
 # For tests and experiments on models compiled outside a project (a project has `[compile]
@@ -104,11 +104,9 @@ def _need(layer: Layer, r: Region) -> list[tuple[int, Region]]:
     if layer.kernel == "mdt_add":
         return [(i, r) for i in layer.args[:-1]]
     f = layer.fields
-    y0 = r[0] * f["stride_h"] - f["pad_h"]
-    y1 = (r[1] - 1) * f["stride_h"] - f["pad_h"] + (f["k_h"] - 1) * f["dil_h"] + 1
-    x0 = r[2] * f["stride_w"] - f["pad_w"]
-    x1 = (r[3] - 1) * f["stride_w"] - f["pad_w"] + (f["k_w"] - 1) * f["dil_w"] + 1
-    return [(layer.args[0], (max(y0, 0), min(y1, f["in_h"]), max(x0, 0), min(x1, f["in_w"])))]
+    y0, _, h = row_window(r[0], r[1] - r[0], f["stride_h"], f["pad_h"], f["k_h"], f["dil_h"], f["in_h"])
+    x0, _, w = row_window(r[2], r[3] - r[2], f["stride_w"], f["pad_w"], f["k_w"], f["dil_w"], f["in_w"])
+    return [(layer.args[0], (y0, y0 + h, x0, x0 + w))]
 
 
 def candidates(graph: Graph, layers: list[Layer], start: int = 0) -> list[tuple[int, int]]:
@@ -183,13 +181,13 @@ def build_stage(graph: Graph, layers: list[Layer], first: int, last: int, n: int
                 continue
             f = la.fields
             inp = reg[la.args[0]]
-            top = max(out[0] * f["stride_h"] - f["pad_h"], 0)
+            # the rows from the window's first (the region may reach further: other readers' windows)
+            top, pad_h, _ = row_window(out[0], oh, f["stride_h"], f["pad_h"], f["k_h"], f["dil_h"], f["in_h"])
             pad_w = f["pad_w"] + inp[2] - out[2] * f["stride_w"]
             if pad_w < 0:
                 return None
             in_w = inp[3] - inp[2]
-            q = dict(f, in_h=inp[1] - top, in_w=in_w, pad_h=top - (out[0] * f["stride_h"] - f["pad_h"]),
-                     pad_w=pad_w, out_h=oh, out_w=ow)
+            q = dict(f, in_h=inp[1] - top, in_w=in_w, pad_h=pad_h, pad_w=pad_w, out_h=oh, out_w=ow)
             per_layer.append((q, [(top - inp[0]) * in_w * f["in_c"]]))
         calls.append(per_layer)
     st = Stage(first, last, n, sl, x, y, regions, calls)

@@ -224,16 +224,26 @@ def add_call(f: dict) -> tuple[str, list[int]]:
 
 # ---- the kernels that call those on windows of their layer ----
 
+def row_window(r: int, n: int, stride: int, pad: int, k: int, dil: int, size: int) -> tuple[int, int, int]:
+    """(first, pad, count) of the input rows (or columns) output rows ``r .. r + n - 1`` of a convolution
+    read: the first stored one, the padding left before it and how many from it the window reaches,
+    clipped to the ``size`` rows of the input (0 where it reaches none). mdt_runtime_more.h's
+    mdt_row_window, which the row kernels and the fused conv + ADD call; the patch stages' regions
+    (patch.py) are these windows too."""
+    y0 = r * stride - pad
+    first = max(y0, 0)
+    count = min(y0 + (n - 1) * stride + (k - 1) * dil + 1, size) - first
+    return first, first - y0, max(count, 0)
+
+
 def _windows(f: dict, chunk: int = 1):
-    """(out_h, pad_h, in_h) of each chunk of ``chunk`` output rows' window (mdt_inplace.c window(),
-    mdt_fused.c's loop: one row)."""
+    """(out_h, pad_h, in_h) of each distinct chunk of ``chunk`` output rows' window (mdt_inplace.c's
+    loop; mdt_fused.c's: one row)."""
     seen = set()
     for r in range(0, f["out_h"], chunk):
         n = min(chunk, f["out_h"] - r)
-        y0 = r * f["stride_h"] - f["pad_h"]
-        top = max(y0, 0)
-        rows = min(y0 + (n - 1) * f["stride_h"] + (f["k_h"] - 1) * f["dil_h"] + 1 - top, f["in_h"] - top)
-        w = (n, top - y0, max(rows, 0))
+        _, pad, rows = row_window(r, n, f["stride_h"], f["pad_h"], f["k_h"], f["dil_h"], f["in_h"])
+        w = (n, pad, rows)
         if w not in seen:
             seen.add(w)
             yield w

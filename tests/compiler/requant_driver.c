@@ -1,7 +1,7 @@
 /*
  * requant_driver.c - the runtime's requantisation helpers over a cross product of cases, for
  * tests/compiler/test_requant_exhaustive.py (built with the host gcc; a stub arm_acle.h stands in
- * for the ARM one, and rq_apply of mdt_dsp.c is pasted in by the test as rq_dsp.h).
+ * for the ARM one).
  *
  * stdin: int32 little-endian: nx, X[nx] (accumulators), nm, M[nm] (multipliers), ns, S[ns] (shifts),
  * no, O[no] (output offsets). stdout, int32 each, in this order:
@@ -10,8 +10,9 @@
  *   mbqm     mdt_mbqm(x, m, s)        for x in X, m in M, s in S      (nx x nm x ns)
  *   rqf      mdt_rqf_apply(...) + post - off (mdt_dsp_rq.h), or INT32_MIN where !mdt_rqf_ok(m, s)
  *                                     for x in X, m in M, s in S, o in O (nx x nm x ns x no)
- *   rq       rq_apply (mdt_dsp.c), or INT32_MIN where m < 0 (outside it)
- *                                     for x in X, m in M, s in S      (nx x nm x ns)
+ *   rqs      mdt_rqs_apply(...) (mdt_dsp_rq.h), or INT32_MIN where !mdt_rqs_ok(m, s, ls)
+ *                                     for ls in 0, 20 (an ADD's left_shift), x in X, m in M, s in S
+ *                                     (2 x nx x nm x ns)
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -19,7 +20,6 @@
 
 #include "mdt_dsp_rq.h"
 #include "mdt_fixedpoint.h"
-#include "rq_dsp.h"
 
 static int32_t *read_array(int32_t *n)
 {
@@ -89,14 +89,16 @@ int main(void)
             }
         }
     }
-    for (i = 0; i < nx; i++) {
-        for (j = 0; j < nm; j++) {
-            for (k = 0; k < ns; k++) {
-                if (M[j] >= 0) {
-                    const rq_t r = rq_make(M[j], S[k]);
-                    put(rq_apply(&r, X[i]));
-                } else {
-                    put(INT32_MIN);
+    for (l = 0; l <= 20; l += 20) {
+        for (i = 0; i < nx; i++) {
+            for (j = 0; j < nm; j++) {
+                for (k = 0; k < ns; k++) {
+                    if (mdt_rqs_ok(M[j], S[k], l)) {
+                        const mdt_rqs r = mdt_rqs_make(M[j], S[k], l);
+                        put(mdt_rqs_apply(r.k, r.m, r.sh, r.left, r.plain, X[i]));
+                    } else {
+                        put(INT32_MIN);
+                    }
                 }
             }
         }

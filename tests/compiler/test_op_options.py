@@ -72,16 +72,22 @@ def test_mean_with_equal_input_output_quantization(name, model_dir):
     _compare(name, path, [reference, micro_reference], samples=8)
 
 
-def test_reductions_pick_their_kernels(model_dir):
-    """H x W means of 4-D tensors keep mdt_mean_hw; every other axis set runs the general mdt_reduce."""
-    kernels = {}
+def test_reductions_run_one_kernel(model_dir):
+    """Every axis set runs the one kernel mdt_reduce; an H x W mean of NHWC sums one run of H * W elements,
+    in_c apart, per output (the reduced axes merged and innermost: what its own kernel mdt_mean_hw did)."""
+    layers = {}
     for name in ("mean_hw_keep", "mean_c", "se_two_step", "sum_h"):
         recipe, args = SWEEP[name]
         fn, shapes, code = recipe(name, *args)
         graph = read_model(convert(fn, shapes, model_dir, f"sweep_{name}"))
-        kernels[name] = [lower_op(graph, op).kernel for op in graph.ops if op.code in ("MEAN", "SUM")]
-    assert kernels == {"mean_hw_keep": ["mdt_mean_hw"], "mean_c": ["mdt_reduce"],
-                       "se_two_step": ["mdt_reduce", "mdt_reduce"], "sum_h": ["mdt_reduce"]}
+        layers[name] = [lower_op(graph, op) for op in graph.ops if op.code in ("MEAN", "SUM")]
+    assert {name: [la.kernel for la in ls] for name, ls in layers.items()} == {
+        "mean_hw_keep": ["mdt_reduce"], "mean_c": ["mdt_reduce"], "se_two_step": ["mdt_reduce", "mdt_reduce"],
+        "sum_h": ["mdt_reduce"]}
+    (hw,) = layers["mean_hw_keep"]
+    _, h, w, c = SWEEP["mean_hw_keep"][1][1]
+    assert hw.fields["red_dims"] == [1, h * w] and hw.fields["red_strides"] == [0, c]
+    assert hw.fields["out_dims"] == [1, c] and hw.fields["out_strides"] == [0, 1]
 
 
 def test_int8_requantize(model_dir):

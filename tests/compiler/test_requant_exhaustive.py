@@ -5,16 +5,15 @@ m, int shift) = RoundingDivideByPOT(SaturatingRoundingDoublingHighMul(x * (1 << 
 with left = max(shift, 0), right = max(-shift, 0), and gemmlowp's two helpers.
 
 Checked through the host compiler (tests/compiler/requant_driver.c): mdt_fixedpoint.h's mdt_srdhm,
-mdt_rdbpot and mdt_mbqm over every shift -31..+30, the DSP variants (mdt_dsp_rq.h's folded mdt_rqf,
-every output offset it folds or adds after; mdt_dsp.c's rq_apply, pasted from the file) over their
-domains; accumulators INT32_MIN, INT32_MAX, 0, +-1, +-2^k and +-2^k +- 1, rounding ties and random
+mdt_rdbpot and mdt_mbqm over every shift -31..+30, the DSP variants of mdt_dsp_rq.h (the folded mdt_rqf,
+every output offset it folds or adds after; mdt_rqs, any shift with an ADD's left_shift of 0 or 20)
+over their domains; accumulators INT32_MIN, INT32_MAX, 0, +-1, +-2^k and +-2^k +- 1, rounding ties and random
 ones; multipliers 0, 1, 2^30 (ties), 2^30 + 1, 2^31 - 1, random, and negative ones for the generic
 helpers. Millions of cases; a few seconds.
 """
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 import time
@@ -87,14 +86,6 @@ def multipliers(seed: int = 2) -> np.ndarray:
     return np.array([*fixed, *rand, *negative], dtype=np.int64)
 
 
-def _pasted_rq_apply() -> str:
-    """mdt_dsp.c's rq_t, rq_make and rq_apply (static, inside the DSP-only section): pasted verbatim."""
-    text = (RUNTIME_DIR / "mdt_dsp.c").read_text()
-    m = re.search(r"typedef struct \{\s*int32_t mult, left, sh;.*?\n\}\n\nstatic inline int8_t rq_out", text, re.S)
-    assert m, "mdt_dsp.c's rq_t / rq_make / rq_apply moved: update this test's extraction"
-    return m.group(0).removesuffix("static inline int8_t rq_out")
-
-
 @pytest.fixture(scope="module")
 def driver(tmp_path_factory):
     assert shutil.which("gcc"), "gcc is not installed: run `make setup`"
@@ -104,7 +95,6 @@ def driver(tmp_path_factory):
         "static inline int32_t __ssat(int32_t v, int bits)\n{\n"
         "    const int32_t hi = (int32_t)((1u << (bits - 1)) - 1u), lo = -hi - 1;\n"
         "    return v < lo ? lo : (v > hi ? hi : v);\n}\n")
-    (work / "rq_dsp.h").write_text('#include "mdt_fixedpoint.h"\n' + _pasted_rq_apply())
     exe = work / "requant"
     subprocess.run(["gcc", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-Wno-unused-function", "-I", str(work),
                     "-I", str(RUNTIME_DIR), str(HERE / "requant_driver.c"), "-o", str(exe)], check=True,
@@ -125,7 +115,7 @@ def test_requantisation_helpers_match_the_reference_everywhere(driver):
     out = _run(driver, xs, ms, SHIFTS, OFFSETS)
     vals = np.concatenate([xs, ms])
     sizes = {"srdhm": len(vals) ** 2, "rdbpot": nx * 32, "mbqm": nx * nm * ns, "rqf": nx * nm * ns * no,
-             "rq": nx * nm * ns}
+             "rqs": 2 * nx * nm * ns}
     assert out.size == sum(sizes.values())
     got, pos = {}, 0
     for name, n in sizes.items():
@@ -146,7 +136,11 @@ def test_requantisation_helpers_match_the_reference_everywhere(driver):
     assert ok.sum() > 0.4 * ok.size
     check("rqf", np.broadcast_to(mbqm[..., None], (nx, nm, ns, no)), np.broadcast_to(ok[..., None], (nx, nm, ns, no)))
     assert (got["rqf"].reshape(nx, nm, ns, no)[~np.broadcast_to(ok, (nx, nm, ns))] == I32_MIN).all()
-    check("rq", mbqm, np.broadcast_to(m3 >= 0, mbqm.shape))
+    # any shift, m >= 0, after an ADD's left_shift ls (0, 20): the left shifts together below 32
+    rqs = np.stack([mbqm, ref_mbqm(wrap32(x3 << 20), m3, s3)])
+    rqs_ok = np.stack([np.broadcast_to(m3 >= 0, mbqm.shape), np.broadcast_to((m3 >= 0) & (s3 <= 11), mbqm.shape)])
+    check("rqs", rqs, rqs_ok)
+    assert (got["rqs"].reshape(rqs.shape)[~rqs_ok] == I32_MIN).all()
     total = sum(sizes.values())
     assert total > 2_000_000
     print(f"\n{total:,} requantisation cases in {time.monotonic() - t0:.2f} s")

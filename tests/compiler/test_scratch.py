@@ -19,7 +19,7 @@ import pytest
 from microt_deploy.boards import load_board
 from microt_deploy.compiler import GraphSpec, codegen, compile_program
 from microt_deploy.compiler.ops.tables import add_operand_table, chan_table
-from microt_deploy.compiler.scratch import SCRATCH_KERNELS, kernel_paths, kernel_scratch_bytes, region_bytes
+from microt_deploy.compiler.scratch import SCRATCH_KERNELS, kernel_paths, kernel_scratch_bytes, region_bytes, row_window
 from microt_deploy.evaluate.bench import MODELS_DIR, bench_inputs, reference_outputs, split_outputs
 from microt_deploy.evaluate.bench_image import PORTABLE_PATHS, render_bench, run_bench_image
 
@@ -199,3 +199,23 @@ def test_add_operand_table_is_the_reference_rescaling(tmp_path):
     order = np.arange(-128, 128) & 0xFF
     want = np.concatenate([add_operand_table(*c)[order] for c in cases]).tolist()
     assert got == want
+
+
+def test_row_window_is_mdt_row_window(tmp_path):
+    """scratch.row_window (the row calls' scratch, the patch stages' regions) against mdt_runtime_more.h's
+    mdt_row_window (the row kernels, the fused conv + ADD) compiled on the host: the same window for every
+    band of output rows over strides, paddings (negative: a region that starts inside the tensor),
+    kernels, dilations and input sizes, windows clipped at either end or empty included."""
+    cases = [(r, n, s, pad, k, d, size) for s in (1, 2, 3) for pad in (-2, 0, 1, 3) for k in (1, 3, 5)
+             for d in (1, 2) for size in (1, 4, 9) for r in range(0, 7) for n in (1, 2, 8)]
+    body = '#include "mdt_runtime.h"\n#include <stdio.h>\nstatic const int32_t c[][7] = {\n'
+    body += ",\n".join("    {" + ", ".join(str(v) for v in case) + "}" for case in cases)
+    body += ("\n};\nint main(void)\n{\n    size_t i;\n    for (i = 0; i < sizeof(c) / sizeof(c[0]); ++i) {\n"
+             "        int32_t pad, h;\n"
+             "        const int32_t first = mdt_row_window(c[i][0], c[i][1], c[i][2], c[i][3], c[i][4], c[i][5], "
+             "c[i][6], &pad, &h);\n"
+             "        printf(\"%ld %ld %ld \", (long)first, (long)pad, (long)h);\n    }\n    return 0;\n}\n")
+    got = _host_run(tmp_path, "window", body)
+    want = [v for case in cases for v in row_window(*case)]
+    assert got == want
+    assert any(w[2] == 0 for w in (row_window(*c) for c in cases))  # empty windows were among them

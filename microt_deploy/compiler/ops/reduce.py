@@ -1,7 +1,8 @@
 """MEAN and SUM int8 over any set of axes, keep_dims or not, choosing the path TFLite's reference takes
 (reduce.cc): the sum minus the input zero point, requantized by input_scale / output_scale (for MEAN
-with 1/count folded into the multiplier, as reference_ops::QuantizedMeanOrSum does). A 4-D mean over H and W
-keeps its own kernel (mdt_mean_hw); every other axis set runs mdt_reduce."""
+with 1/count folded into the multiplier, as reference_ops::QuantizedMeanOrSum does). Every axis set runs the
+one kernel mdt_reduce, over the kept and the reduced axes as two loop nests: contiguous axes merged, the reduced
+ones innermost, so a mean over H and W of NHWC sums one strided run of H * W elements per output."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 
 from ..ir import Graph, Op
 from ..quant import quantize_multiplier
-from .base import Layer, dims4, fail, need_const, per_tensor
+from .base import Layer, fail, need_const, per_tensor
 
 
 def _axes(graph: Graph, op: Op) -> list[int]:
@@ -30,6 +31,27 @@ def _fold_mean(mult: int, shift: int, count: int) -> tuple[int, int]:
     return (mult << bits) // count, shift - bits
 
 
+def _space(shape: list[int], strides: list[int], axes: list[int]) -> tuple[list[int], list[int]]:
+    """(dims, element strides) of mdt_reduce's two-deep loop nest over ``axes`` (in order) of a row-major
+    tensor: size-1 axes left out, an axis merged into the one before it where the two are contiguous (its
+    stride times its size is the previous stride: one longer inner loop), right-aligned behind a dim of 1.
+    Two loops suffice: after merging, the kept and the reduced axes of a <= 4-D tensor alternate."""
+    dims: list[int] = []
+    st: list[int] = []
+    for a in axes:
+        if shape[a] == 1:
+            continue
+        if st and st[-1] == shape[a] * strides[a]:
+            dims[-1] *= shape[a]
+            st[-1] = strides[a]
+        else:
+            dims.append(shape[a])
+            st.append(strides[a])
+    assert len(dims) <= 2, (shape, axes)
+    pad = 2 - len(dims)
+    return [1] * pad + dims, [0] * pad + st
+
+
 def _lower_reduce(graph: Graph, op: Op, is_mean: bool) -> Layer:
     x, y = graph.t(op.inputs[0]), graph.t(op.outputs[0])
     per_tensor(graph, op, x)
@@ -48,18 +70,12 @@ def _lower_reduce(graph: Graph, op: Op, is_mean: bool) -> Layer:
     mult, shift = quantize_multiplier(float(x.qscale) / float(y.qscale))
     if is_mean:
         mult, shift = _fold_mean(mult, shift, count)
-    if is_mean and rank == 4 and axes == [1, 2]:
-        n, ih, iw, c = x.shape
-        fields = dict(batches=n, in_h=ih, in_w=iw, channels=c, input_zero_point=x.qzero,
-                      output_zero_point=y.qzero, multiplier=mult, shift=shift)
-        return Layer(op, "mdt_mean_hw", "mdt_mean_params", fields, {}, [op.inputs[0], op.outputs[0]])
-    shape = dims4(x.shape)
-    pad = 4 - rank
-    strides = [int(np.prod(shape[i + 1:], dtype=np.int64)) for i in range(4)]
-    red = {a + pad for a in axes}
-    fields = dict(out_dims=[1 if i in red else d for i, d in enumerate(shape)],
-                  red_dims=[d if i in red else 1 for i, d in enumerate(shape)], strides=strides, count=count,
-                  input_zero_point=x.qzero, output_zero_point=y.qzero, multiplier=mult, shift=shift)
+    shape = list(x.shape)
+    strides = [int(np.prod(shape[i + 1:], dtype=np.int64)) for i in range(rank)]
+    out_dims, out_strides = _space(shape, strides, [i for i in range(rank) if i not in axes])
+    red_dims, red_strides = _space(shape, strides, axes)
+    fields = dict(out_dims=out_dims, out_strides=out_strides, red_dims=red_dims, red_strides=red_strides,
+                  count=count, input_zero_point=x.qzero, output_zero_point=y.qzero, multiplier=mult, shift=shift)
     return Layer(op, "mdt_reduce", "mdt_reduce_params", fields, {}, [op.inputs[0], op.outputs[0]])
 
 
