@@ -31,7 +31,8 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 TRAIN_EXTRA_MODULES = {"torch", "onnx", "onnxruntime", "onnx2tf", "tensorflow", "sklearn", "tf_keras"}
 
 # The verbs that write the project: one of them at a time per project (PROJECT/.microt.lock).
-LOCKING = {"train", "export", "compile", "build", "flash", "eval", "train-device", "demo", "report", "export-lib"}
+LOCKING = {"train", "export", "compile", "build", "flash", "eval", "train-device", "demo", "report", "export-lib",
+           "split-search"}
 
 
 def _friendly(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -579,6 +580,69 @@ def bench(models: str | None, project_dir: Path | None, json_path: Path | None, 
     run_bench(paths, json_path, out, os_variant=os_variant)
 
 
+@main.command(name="split-search")
+@project_option
+@click.option("--ratio", type=float, default=None,
+              help="Stage-decision ratio of the prediction (default: the project's device.ratio).")
+@click.option("--max-accuracy-loss", default=None,
+              help="Choose the cut saving the most energy whose staged accuracy is at most this far below the full "
+                   "model's, for every task: a fraction or a percentage (default 0.01, i.e. one point).")
+@click.option("--min-saving", default=None,
+              help="Instead: choose the most accurate cut that saves at least this much energy, e.g. 0.15 or 15%.")
+@click.option("--cuts", default=None,
+              help="Candidate cuts (blocks in the trunk): e.g. 2-6, 3,5,7 or 2-4,9 (default: all, 1 .. blocks - 1).")
+@click.option("--task", "tasks", multiple=True,
+              help="Judge accuracy on this task only (repeatable; default: every task of microt.toml).")
+@click.option("--write/--no-write", "write_", default=True, show_default=True,
+              help="Write the chosen cut into microt.toml (model.split_block).")
+@click.option("--fresh", is_flag=True, help="Re-export and re-measure every cut instead of reusing split_search/.")
+@_friendly
+def split_search(project_dir: Path, ratio: float | None, max_accuracy_loss: str | None, min_saving: str | None,
+                 cuts: str | None, tasks: tuple[str, ...], write_: bool, fresh: bool) -> None:
+    """Where to cut the extractor, by measurement: per candidate cut, the trunk's, part head's and rest's
+    instructions on the emulated Cortex-M4F, part / full / staged accuracy and exit rate on the
+    calibration split (heads trained as on the device) and the predicted energy saving; picks a cut and
+    writes it into microt.toml. Outputs: PROJECT/split_search/search.json and split_search.png."""
+    from microt_deploy.evaluate import split_search as search
+    from microt_deploy.evaluate.gates import parse_fraction
+
+    if max_accuracy_loss is not None and min_saving is not None:
+        raise MicrotError("--max-accuracy-loss and --min-saving are two ways to choose", "pass one of them")
+    if ratio is not None:
+        _check_ratio(ratio)
+    options = search.SearchOptions(
+        ratio=ratio,
+        max_accuracy_loss=(parse_fraction(max_accuracy_loss, "--max-accuracy-loss") if max_accuracy_loss is not None
+                           else search.DEFAULT_MAX_ACCURACY_LOSS),
+        min_saving=parse_fraction(min_saving, "--min-saving") if min_saving is not None else None,
+        tasks=list(tasks) or None, fresh=fresh)
+    search.prepare(project_dir, options, cuts)  # every usage error before any work
+
+    def say(line: str) -> None:
+        console.print(f"[dim]{escape(line)}[/dim]", highlight=False, soft_wrap=True)
+
+    result = search.run_search(project_dir, options, say, cuts_text=cuts)
+    out.print(search.table(result))
+    for line in search.summary_lines(result):
+        out.print(line, highlight=False, markup=False, soft_wrap=True)
+    folder = Path(project_dir) / search.SEARCH_DIR
+    out.print(f"written: {folder / search.RESULT_FILE}, {folder / search.PLOT_FILE}", highlight=False,
+              markup=False, soft_wrap=True)
+    if result["chosen"] is None:
+        raise search.no_choice_error(result)
+    if not write_:
+        out.print(f"microt.toml unchanged (--no-write): model.split_block = {result['config_cut']}", highlight=False,
+                  markup=False, soft_wrap=True)
+        return
+    written = search.write_choice(project_dir, result)
+    if written["written"]:
+        out.print(f"microt.toml: model.split_block = {written['split_block']} (was {written['previous']}); "
+                  f"{written['next']}", highlight=False, markup=False, soft_wrap=True)
+    else:
+        out.print(f"microt.toml already has model.split_block = {written['split_block']}; {written['next']}",
+                  highlight=False, markup=False, soft_wrap=True)
+
+
 @main.command()
 @click.argument("rig_file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--generate", "generate_", is_flag=True,
@@ -623,9 +687,52 @@ def rig(rig_file: Path, generate_: bool, persistent: bool) -> None:
     out.print(table)
 
 
-for _verb in (train, export, compile_cmd, build, flash, export_lib, train_device, eval_cmd, report, demo):
+for _verb in (train, export, compile_cmd, build, flash, export_lib, train_device, eval_cmd, report, demo,
+              split_search):
     _verb.params.append(click.Option(["--wait"], is_flag=True,
                                      help="Wait while another command works on the project instead of refusing."))
+
+
+# ---------------------------------------------------------------- evidence (issue 11, part 3)
+
+
+@main.command()
+@project_option
+@click.option("--ratios", default=None, help="Stage-decision ratios, each in (0, 1) (default 0.3,0.5,0.7).")
+@click.option("--epochs", type=click.IntRange(min=0), default=None,
+              help="Teacher, distillation and joint epochs of every variant (default: the project's [train]).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the evidence here (default PROJECT/evidence/evidence.json).")
+@click.option("--md", "md_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the markdown table here (default: the JSON's path with .md).")
+@click.option("--fresh", is_flag=True, help="Retrain and re-export every variant instead of reusing evidence/.")
+@_friendly
+def evidence(project_dir: Path, ratios: str | None, epochs: int | None, json_path: Path | None,
+             md_path: Path | None, fresh: bool) -> None:
+    """The evidence table: an unoptimized extractor (labels only, no teacher), one after self-supervised
+    distillation and one after joint training, each trained with the project's config in
+    PROJECT/evidence/<variant>/ and exported int8; part, full and staged accuracy on the test split at each
+    ratio (heads trained as on the device), the exit rate and the energy saved against full-model
+    inference from instructions measured on the emulated Cortex-M4F; the paper's figures beside ours."""
+    from microt_deploy.evaluate import evidence as ev
+
+    ev.prepare(project_dir, ratios)  # every usage error before any work
+    default_json, default_md = ev.default_paths(project_dir)
+    json_path = json_path or default_json
+    md_path = md_path or (json_path.with_suffix(".md") if json_path != default_json else default_md)
+
+    def say(line: str) -> None:
+        console.print(f"[dim]{escape(line)}[/dim]", highlight=False, soft_wrap=True)
+
+    result = ev.run(project_dir, ratios, epochs=epochs, fresh=fresh, say=say)
+    ev.write_outputs(result, json_path, md_path)
+    out.print(ev.markdown(result), highlight=False, markup=False, soft_wrap=True)
+    out.print(f"written: {json_path}, {md_path}", highlight=False, markup=False, soft_wrap=True)
+
+
+LOCKING.add("evidence")
+evidence.params.append(click.Option(["--wait"], is_flag=True,
+                                    help="Wait while another command works on the project instead of refusing."))
 
 
 if __name__ == "__main__":

@@ -346,6 +346,11 @@ SCHEMA: tuple[Section, ...] = (
         Key("teacher_lr", Number(0, lo_open=True), 2e-3, TRAIN, "learning rate of the builtin teacher",
             optional=True),
         Key("sskd_ce", Boolean(), False, TRAIN, "add the cross-entropy Loss 2 to distillation", optional=True),
+        Key("labels_only", Boolean(), False, TRAIN, "train the student on labels only, without a teacher",
+            optional=True,
+            notes="no teacher is built, trained or called and stage 1 is skipped; stage 3 runs joint_epochs of L4 + "
+                  "L6 (the label cross entropies, weighted by l4_weight and l6_weight); the evidence table's "
+                  "unoptimized extractor (microt_deploy/evaluate/evidence.py)"),
         Key("threads", Integer(1), 1, "train, export", "torch intra-op threads", optional=True),
         Key("optimizer", Text(choices=("sgd", "adam", "adamw")), "sgd", TRAIN,
             "optimiser of stages 1 and 3", optional=True, notes="momentum applies to sgd only"),

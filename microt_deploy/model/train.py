@@ -5,7 +5,8 @@ into the student (stage 1: MSE between a linear projection of the full features 
 embedding, plus the optional cross entropy "Loss 2" when ``train.sskd_ce`` is true), then trains
 part and full jointly (stage 3: L3 + L4 + L5 + L6 on the first task's labels, each weighted by
 ``train.l3_weight`` ...). Writes ``checkpoints/extractor.pt`` and ``checkpoints/train.json``
-atomically.
+atomically. ``train.labels_only`` trains without any teacher: stage 1 is skipped and stage 3 runs on
+L4 + L6, the label cross entropies, alone (the unoptimized extractor of the evidence table).
 
 How it runs as users run it:
 
@@ -292,6 +293,8 @@ def config_fingerprint(config: dict[str, Any], model_cfg: dict[str, Any]) -> str
     external teacher's files."""
     train = {k: v for k, v in config["train"].items() if k not in NOT_IN_FINGERPRINT}
     spec = str(model_cfg.get("teacher", BUILTIN))
+    if bool(train.get("labels_only", False)):
+        spec = "none"  # no teacher: its files are never read
     return _digest(
         {
             "version": CHECKPOINT_VERSION,
@@ -299,7 +302,7 @@ def config_fingerprint(config: dict[str, Any], model_cfg: dict[str, Any]) -> str
             "train": train,
             "data": config.get("data", {}),
             "tasks": config.get("tasks", []),
-            "teacher": spec if spec == BUILTIN else teacher_identity(model_cfg),
+            "teacher": spec if spec in (BUILTIN, "none") else teacher_identity(model_cfg),
         }
     )
 
@@ -403,6 +406,11 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------- the teacher
+
+
+def _no_targets(idx: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
+    """``train.labels_only``: no teacher, an empty target that no loss term reads."""
+    return view.new_zeros(len(idx), 0)
 
 
 class Targets:
@@ -520,16 +528,20 @@ class _SskdNet(nn.Module):
 
 
 class _JointNet(nn.Module):
-    """Stage 3's trained modules: the student and all four heads."""
+    """Stage 3's trained modules: the student and all four heads (``labels_only``: the two classifiers;
+    the projections' places in the output hold the features, which no loss term reads)."""
 
-    def __init__(self, student: Backbone, heads: nn.ModuleDict) -> None:
+    def __init__(self, student: Backbone, heads: nn.ModuleDict, labels_only: bool = False) -> None:
         super().__init__()
-        self.student, self.heads = student, heads
+        self.student, self.labels_only = student, labels_only
+        self.heads = nn.ModuleDict({k: heads[k] for k in ("cls_full", "cls_part")}) if labels_only else heads
         self.__dict__["all_heads"] = heads
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         part, full = self.student(x)
         h = self.heads
+        if self.labels_only:
+            return full, h["cls_full"](full), part, h["cls_part"](part)
         return h["proj_full"](full), h["cls_full"](full), h["proj_part"](part), h["cls_part"](part)
 
 
@@ -547,6 +559,10 @@ def _sskd_terms(out: tuple[torch.Tensor, ...], y: torch.Tensor, target: torch.Te
 
 def _joint_terms(out: tuple[torch.Tensor, ...], y: torch.Tensor, target: torch.Tensor,
                  cfg: dict[str, Any]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    if bool(cfg.get("labels_only", False)):  # no teacher: the label cross entropies alone
+        terms = {"l4": F.cross_entropy(out[1].float(), y), "l6": F.cross_entropy(out[3].float(), y)}
+        return terms, (_weighted(terms["l4"], float(cfg.get("l4_weight", 1.0)))
+                       + _weighted(terms["l6"], float(cfg.get("l6_weight", 1.0))))
     terms = {
         "l3": F.mse_loss(out[0].float(), target),
         "l4": F.cross_entropy(out[1].float(), y),
@@ -698,9 +714,13 @@ def run_joint(
     ckpts: Checkpoints | None = None,
     carry: dict[str, Any] | None = None,
 ) -> list[dict[str, float]]:
-    """Stage 3: L3 MSE(full proj, teacher) + L4 CE(full head) + L5 MSE(part proj, teacher) + L6 CE(part)."""
-    params = list(student.parameters()) + list(heads.parameters())
-    return _run_stage("joint", _JointNet(student, heads), params, _joint_terms, ("total", "l3", "l4", "l5", "l6"),
+    """Stage 3: L3 MSE(full proj, teacher) + L4 CE(full head) + L5 MSE(part proj, teacher) + L6 CE(part);
+    ``train.labels_only``: L4 + L6 only, the projections untrained and no target read."""
+    labels_only = bool(cfg.get("labels_only", False))
+    net = _JointNet(student, heads, labels_only)
+    params = list(student.parameters()) + list(net.heads.parameters())
+    keys = ("total", "l4", "l6") if labels_only else ("total", "l3", "l4", "l5", "l6")
+    return _run_stage("joint", net, params, _joint_terms, keys,
                       x, y, targets or Targets(teacher), cfg, gen, rt or _local_runtime(), progress, ckpts, carry)
 
 
@@ -807,7 +827,11 @@ def _train(project: Project, progress: ProgressFn | None, fresh: bool, rt: Runti
     resumed: list[str] = []
 
     t0 = time.perf_counter()
-    if spec == BUILTIN:
+    labels_only = bool(cfg.get("labels_only", False))
+    if labels_only:  # no teacher at all: stage 3 reads no target
+        targets = _no_targets
+        teacher_info = {"spec": None, "labels_only": True, "dim": dim, "losses": []}
+    elif spec == BUILTIN:
         teacher, losses, how = _builtin_teacher(x, model_cfg, cfg, ckpts, rt, progress)
         targets = Targets(teacher)
         teacher_info: dict[str, Any] = {"spec": spec, "dim": dim, "losses": losses}
@@ -842,7 +866,12 @@ def _train(project: Project, progress: ProgressFn | None, fresh: bool, rt: Runti
     heads.to(rt.device)
     sskd_state, joint_state = ckpts.get("sskd"), ckpts.get("joint")
     t0 = time.perf_counter()
-    if joint_state is not None and sskd_state is not None and ckpts.complete("sskd"):
+    if labels_only:  # stage 1 distils the teacher: skipped
+        ckpts.states.pop("sskd", None)
+        sskd = []
+        before = (joint_state["carry"].get("before_joint", {}) if joint_state is not None
+                  else probe_all(student, splits) if rt.main else {})
+    elif joint_state is not None and sskd_state is not None and ckpts.complete("sskd"):
         sskd = list(sskd_state["history"])  # stage 3 resumes below: its checkpoint holds everything
         before = joint_state["carry"].get("before_joint", {})
         resumed.append("sskd loaded")
@@ -871,7 +900,7 @@ def _train(project: Project, progress: ProgressFn | None, fresh: bool, rt: Runti
             "task": first_task["name"],
             "samples": {name: len(s) for name, s in splits.items()},
             "teacher": teacher_info,
-            "sskd": {"losses": sskd, "ce": bool(cfg.get("sskd_ce", False))},
+            "sskd": {"losses": sskd, "ce": bool(cfg.get("sskd_ce", False)), "skipped": labels_only},
             "joint": {"losses": joint},
             "probe": {"before_joint": before, "after_joint": after, "fit": "train", "scored_on": "calib"},
             "seconds": timings,
