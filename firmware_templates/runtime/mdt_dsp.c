@@ -839,18 +839,33 @@ static void pass_nat(const int16_t *cols, const int16_t *wbuf, int32_t ng, int32
     }
 }
 
-/* Widened input row iy at `dst` (pitch halfwords: left padding, the image row, right padding). A
+/* Where a widened row's image part lies (conv_nat computes it once per call): `left` halfwords of
+ * left padding, then `n` widened values from `first` bytes into each input row of `row` bytes. A
  * negative pad_w (a fused layer's chunk that starts inside the row: mdt_fused.c) is input columns
- * before the first window: the row starts at column -pad_w, nothing is written before dst. */
-static void nat_row(int16_t *dst, const int8_t *in_b, int32_t iy, const mdt_conv_params *p, int32_t pitch,
-                    int32_t off2)
+ * before the first window: the row starts at column -pad_w, nothing is written before the row. */
+typedef struct {
+    int32_t left, n, row, first;
+} nat_geom;
+
+static nat_geom nat_geometry(const mdt_conv_params *p)
 {
-    const int32_t skip = p->pad_w < 0 ? -p->pad_w : 0;
-    const int32_t left = (p->pad_w > 0 ? p->pad_w : 0) * p->in_c;
-    const int32_t cols = p->in_w - skip, n = (cols > 0 ? cols : 0) * p->in_c;
-    zero_half(dst, left);
-    widen_nat(dst + left, in_b + (iy * p->in_w + skip) * p->in_c, n, p->input_offset, off2);
-    zero_half(dst + left + n, pitch - left - n);
+    nat_geom g;
+    const int32_t skip = p->pad_w < 0 ? -p->pad_w : 0, cols = p->in_w - skip;
+    g.left = (p->pad_w > 0 ? p->pad_w : 0) * p->in_c;
+    g.n = (cols > 0 ? cols : 0) * p->in_c;
+    g.row = p->in_w * p->in_c;
+    g.first = skip * p->in_c;
+    return g;
+}
+
+/* Widened input row iy at `dst` (pitch halfwords: left padding, the image row, right padding). */
+static inline __attribute__((always_inline)) void nat_row(int16_t *dst, const int8_t *in_b, int32_t iy,
+                                                           const nat_geom *g, int32_t pitch, int32_t in_off,
+                                                           int32_t off2)
+{
+    zero_half(dst, g->left);
+    widen_nat(dst + g->left, in_b + iy * g->row + g->first, g->n, in_off, off2);
+    zero_half(dst + g->left + g->n, pitch - g->left - g->n);
 }
 
 /* The patch of one output pixel into its scratch slot: rows[ky] + x0 is where its window's row ky
@@ -881,6 +896,7 @@ static __attribute__((noinline)) int conv_nat(const mdt_conv_params *p, const in
     const int32_t per_chunk = NAT_W_HALF / (4 * ng) < CHUNK_OC ? NAT_W_HALF / (4 * ng) : CHUNK_OC;
     const int32_t off2 = (int32_t)(((uint32_t)(uint16_t)p->input_offset << 16) | (uint16_t)p->input_offset);
     const int32_t npix_total = p->out_h * p->out_w;
+    const nat_geom geom = nat_geometry(p);
     int32_t b, oc0, g;
     if (p->dil_w != 1 || ng > NAT_MAX_G || p->k_h > NAT_MAX_KH || (p->k_h + 1) * pitch > NAT_ROW_HALF ||
         per_chunk < 1) {
@@ -908,7 +924,7 @@ static __attribute__((noinline)) int conv_nat(const mdt_conv_params *p, const in
         int32_t iy;
         if (whole) {
             for (iy = 0; iy < p->in_h; ++iy) {
-                nat_row(buf + (1 + iy) * pitch, in_b, iy, p, pitch, off2);
+                nat_row(buf + (1 + iy) * pitch, in_b, iy, &geom, pitch, p->input_offset, off2);
             }
         }
         for (oc0 = 0; oc0 < p->out_c; oc0 += per_chunk) {
@@ -946,7 +962,7 @@ static __attribute__((noinline)) int conv_nat(const mdt_conv_params *p, const in
                                 continue;
                             }
                             if (!whole && ox == 0) { /* the row's first pass widens its input rows */
-                                nat_row(r, in_b, y, p, pitch, off2);
+                                nat_row(r, in_b, y, &geom, pitch, p->input_offset, off2);
                             }
                             rows[ky] = r;
                         }
