@@ -10,7 +10,7 @@ APT_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm iprout
 APT_RISCV := gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf
 PROJECT ?= demo-project
 
-.PHONY: setup demo test test-quick bench bench-cores bench-link lint clean fuzz
+.PHONY: setup demo test test-quick bench bench-cores bench-link bench-paper bench-evidence lint clean fuzz
 
 setup: $(STAMPS)/apt $(STAMPS)/venv $(STAMPS)/wheelhouse
 
@@ -105,6 +105,25 @@ bench-cores: setup
 EVAL_SAMPLES ?= 1000
 bench-link: setup
 	$(PY) -m microt_deploy.evaluate.link_bench -p $(PROJECT) --eval-samples $(EVAL_SAMPLES) --profile
+
+# The paper's backbones (mcunet-in3, proxyless-w0.3) at 176x176, cut after block 9, end to end on the
+# emulated L4R5ZI-sized board: train, export, compile, stack, build, eval; bench/paper.json and .md
+# (microt_deploy/evaluate/paper_bench.py; PAPER_SCHEDULE=quick for the short one). Nothing is downloaded.
+PAPER_SCHEDULE ?= full
+bench-paper: setup
+	$(PY) -m microt_deploy.evaluate.paper_bench --schedule $(PAPER_SCHEDULE) --json bench/paper.json
+
+# The evidence table (issue 11, part 3) on a fresh demo-sized digits project: an unoptimized (labels only),
+# a distilled and a jointly trained extractor, part / full / staged accuracy at ratios 0.3 / 0.5 / 0.7 and the
+# energy saved vs full-model inference, the paper's figures beside ours; bench/evidence.json and .md
+# (microt_deploy/evaluate/evidence.py). EVIDENCE_EPOCHS: teacher, distillation and joint epochs (empty: the
+# demo config's 30 each, about twice as long).
+EVIDENCE_PROJECT ?= build/evidence-project
+EVIDENCE_EPOCHS ?= 15
+bench-evidence: setup
+	rm -rf $(EVIDENCE_PROJECT) && $(VENV)/bin/microt-deploy init $(EVIDENCE_PROJECT)
+	MICROT_PIO_OFFLINE=1 $(VENV)/bin/microt-deploy evidence -p $(EVIDENCE_PROJECT) \
+	  $(if $(EVIDENCE_EPOCHS),--epochs $(EVIDENCE_EPOCHS)) --json bench/evidence.json --md bench/evidence.md
 
 lint: setup
 	$(VENV)/bin/ruff check microt_deploy tests
