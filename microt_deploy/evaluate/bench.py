@@ -10,6 +10,7 @@ that way) and the anchors' reading. Models may have several inputs and outputs a
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import subprocess
@@ -111,6 +112,8 @@ ORACLE_BUILTIN = "BUILTIN (BUILTIN_REF aborted)"
 def _interpreter_outputs(model: Path, xs: list[np.ndarray], resolver: str) -> list[np.ndarray] | None:
     """The outputs of TFLite's interpreter with ``resolver`` ("BUILTIN_REF" / "BUILTIN") in a child
     process, or None if the interpreter aborted (killed by a signal)."""
+    if importlib.util.find_spec("tensorflow") is None:  # the training extra is missing: the CLI says which
+        raise ModuleNotFoundError("No module named 'tensorflow'", name="tensorflow")
     with tempfile.TemporaryDirectory(prefix="mdt_oracle_") as tmp:
         inputs = Path(tmp) / "inputs.npz"
         np.savez(inputs, **{f"x{i}": np.asarray(x) for i, x in enumerate(xs)})

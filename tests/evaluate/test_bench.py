@@ -67,16 +67,15 @@ def _tiny_logits_softmax(tmp_path):
     """Softmax over logits of a ~1e-10 scale (untrained weights do this): TFLite's reference SOFTMAX
     aborts its Prepare (its input scale times 2^26 must exceed 1); its optimised kernel runs."""
     from tests.compiler.keras_models import convert_keras
-    from tests.compiler.tflite_models import tf
 
-    def build():
-        layers = tf().keras.layers
-        inp = tf().keras.Input((4, 4, 2))
-        x = layers.Flatten()(inp)
-        dense = layers.Dense(5, kernel_initializer=tf().keras.initializers.RandomNormal(stddev=1e-9),
-                            bias_initializer="zeros")
-        return tf().keras.Model(inp, layers.Softmax()(dense(x)))
-
+    build = """
+def build():
+    inp = tf.keras.Input((4, 4, 2))
+    x = layers.Flatten()(inp)
+    dense = layers.Dense(5, kernel_initializer=tf.keras.initializers.RandomNormal(stddev=1e-9),
+                         bias_initializer="zeros")
+    return tf.keras.Model(inp, layers.Softmax()(dense(x)))
+"""
     return convert_keras(build, tmp_path / "tiny_logits.tflite")
 
 
