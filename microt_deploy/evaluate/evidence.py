@@ -32,7 +32,6 @@ reused (``--fresh`` retrains).
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import math
 import re
@@ -46,6 +45,7 @@ import numpy as np
 
 from microt_deploy import __version__, atomic
 from microt_deploy.errors import MicrotError
+from microt_deploy.evaluate.split_search import _digest, _read_json
 from microt_deploy.project import Project, open_project
 
 EVIDENCE_DIR = "evidence"
@@ -139,18 +139,6 @@ def variant_config(config: dict[str, Any], variant: str, epochs: int | None = No
 
 
 # ---------------------------------------------------------------- training and export of one variant
-
-
-def _digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def prepare_variant(project: Project, variant: str, epochs: int | None, fresh: bool,
@@ -345,7 +333,7 @@ def run(project_dir: Path, ratios: str | Sequence[float] | None = None, *, epoch
         train_cfg = vproj.config["train"]
         results[variant] = {
             "description": DESCRIPTIONS[variant],
-            "folder": str(vproj.root),
+            "folder": str(vproj.root.relative_to(project.root)),  # no machine paths in the record
             "train": {k: train_cfg.get(k) for k in ("labels_only", "teacher_epochs", "sskd_epochs", "joint_epochs",
                                                     "l3_weight", "l4_weight", "l5_weight", "l6_weight")
                       if k in train_cfg or k == "labels_only"},
@@ -366,7 +354,7 @@ def run(project_dir: Path, ratios: str | Sequence[float] | None = None, *, epoch
     result: dict[str, Any] = {
         "version": FORMAT_VERSION,
         "microt_deploy": __version__,
-        "project": str(project.root),
+        "project": project.root.name,
         "dataset": str(data.get("dataset", "digits")),
         "dataset_note": DIGITS_NOTE if str(data.get("dataset", "digits")) == "digits" else "the project's ImageFolder",
         "model": {"input_size": project.config["model"]["input_size"],

@@ -45,6 +45,7 @@ import numpy as np
 from microt_deploy import __version__, atomic, config_schema
 from microt_deploy.errors import MicrotError
 from microt_deploy.project import Project, open_project
+from microt_deploy.targets.flashed import sha256_file
 
 SEARCH_DIR = "split_search"
 RESULT_FILE = "search.json"
@@ -115,12 +116,7 @@ def parse_cuts(text: str | None, n_blocks: int) -> list[int]:
 # ---------------------------------------------------------------- caching
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+_sha256 = sha256_file  # the file digest the flash records use
 
 
 def _digest(obj: Any) -> str:
