@@ -33,12 +33,15 @@ def _weights(project) -> dict[str, torch.Tensor]:
     return {**blob["state_dict"], **{f"heads.{k}": v for k, v in blob["heads"].items()}}
 
 
-# Measured: within 6e-7 on the machines of earlier sessions; on this session's Xeon the two-process
-# weights drift up to 6e-4 (1.2 % of a tensor's norm) from one process's over the 4 epochs, the
-# same with one thread each, so it is not a thread-count effect: an open question (see the closing
-# note of session 5), bounded here so that a real break (a rank training on the wrong shard, an
-# unsynchronised gradient) still fails.
-# The per-epoch losses still agree within 2e-5 (the bound stays 1e-4).
+# Why the weights may differ by more than rounding (measured on this Xeon, session 7): on this config the
+# one-process run passes one ReLU6 input 5.5e-7 from its kink (step 8 of 12: the joint stage's trailing
+# batch). The two-process run sums in another order (its activations differ by 3e-7) and lands on the
+# other side; that element's gradient flips, the stem's gradient moves by 3e-4 (1e-3 relative) and the
+# two trajectories part from there: 5.6e-4 on stem.0.weight after the last step. A one-process run whose
+# joint-stage weights are nudged by one part in a million (any seed tried) lands on the same weights as
+# the two-process run to three digits, so this is where the single-process trajectory sits, not an error
+# of the distributed path: before that step every gradient agreed within 5e-7. The weight bounds below
+# admit such a flip (a few 1e-4) and stay 15x under the real breaks the docstring lists.
 WEIGHT_ABS, WEIGHT_REL, LOSS_REL = 2e-3, 3e-2, 1e-4
 
 
