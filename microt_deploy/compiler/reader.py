@@ -62,6 +62,7 @@ def _parse(buf: bytes, label: str) -> Graph:
         )
     sub = model.Subgraphs(0)
     tensors = [_tensor(model, sub.Tensors(i), i, buf, label) for i in range(sub.TensorsLength())]
+    dynamic = {i: sig for i in range(sub.TensorsLength()) if (sig := _dynamic_signature(sub.Tensors(i)))}
     ops = []
     for i in range(sub.OperatorsLength()):
         raw = sub.Operators(i)
@@ -77,21 +78,30 @@ def _parse(buf: bytes, label: str) -> Graph:
     inputs = [int(x) for x in sub.InputsAsNumpy()]
     outputs = [int(x) for x in sub.OutputsAsNumpy()]
     graph = Graph(label, tensors, ops, inputs, outputs)
-    fold_shape_ops(graph)  # static shape arithmetic (Keras Reshape / Flatten) -> constants
+    fold_shape_ops(graph, dynamic)  # static shape arithmetic (Keras Reshape / Flatten) -> constants
+    if dynamic:  # still dynamic after folding: the shape depends on run-time data
+        index, signature = next(iter(dynamic.items()))
+        raise MicrotError(
+            f"{label}: tensor '{tensors[index].name}' has a dynamic shape {signature}",
+            "re-export with a fixed input shape (batch 1), e.g. a concrete function with a static signature",
+        )
     validate(graph)
     return graph
+
+
+def _dynamic_signature(raw) -> list[int] | None:
+    """The shape signature of a tensor whose shape is not fixed by the file, else None. A free batch
+    dimension is fine: the interpreter runs it with the stored shape (batch 1)."""
+    shape = [int(x) for x in raw.ShapeAsNumpy()] if raw.ShapeLength() else []
+    signature = [int(x) for x in raw.ShapeSignatureAsNumpy()] if raw.ShapeSignatureLength() else []
+    if any(d < 0 for d in signature[1:]) or (signature and signature[0] < 0 and shape[:1] != [1]):
+        return signature
+    return None
 
 
 def _tensor(model, raw, index: int, buf: bytes, label: str) -> Tensor:
     name = raw.Name().decode(errors="replace")
     shape = tuple(int(x) for x in raw.ShapeAsNumpy()) if raw.ShapeLength() else ()
-    signature = [int(x) for x in raw.ShapeSignatureAsNumpy()] if raw.ShapeSignatureLength() else []
-    # A free batch dimension is fine: the interpreter runs it with the stored shape (batch 1).
-    if any(d < 0 for d in signature[1:]) or (signature and signature[0] < 0 and shape[:1] != (1,)):
-        raise MicrotError(
-            f"{label}: tensor '{name}' has a dynamic shape {signature}",
-            "re-export with a fixed input shape (batch 1), e.g. a concrete function with a static signature",
-        )
     dtype = _TYPE_NAMES.get(raw.Type(), f"type{raw.Type()}")
     q = raw.Quantization()
     scale = np.zeros(0, np.float32)

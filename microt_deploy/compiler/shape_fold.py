@@ -11,6 +11,13 @@ int64 vectors, nothing the kernels run, so folding cannot change a single output
 Only ops whose inputs are all constant (or, for SHAPE, whose input's shape is known) and whose
 options are the plain ones are folded; anything else stays in the graph and is refused by the
 reader's check as before, naming the op.
+
+Keras 2 (``tf_keras``, what TF 2.15 and older convert with, and what ``TF_USE_LEGACY_KERAS=1`` selects)
+writes the Reshape's output as dynamic: shape ``[1, 1]`` as a placeholder, signature ``[-1, -1]``. Once
+its shape input is folded to a constant, the output's shape is known (TFLite's RESHAPE computes it the
+same way at Prepare: the ``-1`` entry takes what the input's element count leaves), so the tensor gets
+that static shape here; a tensor whose shape still depends on run-time data stays dynamic and the
+reader refuses it.
 """
 
 from __future__ import annotations
@@ -22,12 +29,20 @@ from .ir import Graph, Op
 _INT_TYPES = {"int32": np.int32, "int64": np.int64}
 
 
-def fold_shape_ops(graph: Graph) -> int:
+def fold_shape_ops(graph: Graph, dynamic: dict[int, list[int]] | None = None) -> int:
     """Fold the graph's constant shape ops in place (in execution order, so chains fold); returns how
-    many ops were removed."""
+    many ops were removed. ``dynamic``: tensor index -> shape signature of the tensors the file leaves
+    dynamic; each RESHAPE output among them whose shape becomes constant gets its static shape and
+    leaves the dict (what remains in it is really dynamic)."""
+    dynamic = {} if dynamic is None else dynamic
     kept: list[Op] = []
     folded = 0
     for op in graph.ops:
+        if op.code == "RESHAPE" and op.outputs and op.outputs[0] in dynamic:
+            _resolve_reshape(graph, op, dynamic)
+        if any(i in dynamic for i in op.inputs):  # its SHAPE would read a placeholder
+            kept.append(op)
+            continue
         value = _evaluate(graph, op)
         if value is None:
             kept.append(op)
@@ -102,3 +117,27 @@ def _strided_slice(graph: Graph, op: Op) -> np.ndarray | None:
             return None
         return np.array(data[i])
     return data[slice(None if begin is None else int(begin), None if end is None else int(end), int(stride))]
+
+
+def _resolve_reshape(graph: Graph, op: Op, dynamic: dict[int, list[int]]) -> None:
+    """The static shape of a RESHAPE output the file left dynamic: its (folded) shape input with the
+    one ``-1`` entry filled from the input's element count, as TFLite's RESHAPE Prepare does."""
+    if len(op.inputs) < 2 or op.inputs[0] in dynamic or op.inputs[1] < 0:
+        return
+    target = graph.t(op.inputs[1])
+    if not target.is_const or target.dtype not in _INT_TYPES or np.asarray(target.data).ndim != 1:
+        return
+    dims = [int(d) for d in np.asarray(target.data)]
+    count = graph.t(op.inputs[0]).size
+    free = [i for i, d in enumerate(dims) if d == -1]
+    if len(free) > 1 or any(d < -1 or d == 0 for d in dims):
+        return
+    known = int(np.prod([d for d in dims if d != -1], dtype=np.int64))
+    if free:
+        if count % known:
+            return
+        dims[free[0]] = count // known
+    if int(np.prod(dims, dtype=np.int64)) != count:
+        return
+    graph.t(op.outputs[0]).shape = tuple(dims)
+    del dynamic[op.outputs[0]]

@@ -1,10 +1,12 @@
 """Test helpers: tiny Keras models converted the way Keras users convert them (from_keras_model, a free
 batch dimension, full int8), for what TFLiteConverter writes only for Keras layers. Each conversion
-runs in a fresh Python process: Keras keeps global state (layer names, traced shapes) that earlier
-tests of the session change, and a shape it could not infer there reaches the file as dynamic."""
+runs in a fresh Python process with the Keras the caller names: importing onnx2tf (the export tests do)
+sets ``TF_USE_LEGACY_KERAS=1`` in this process's environment, which children inherit, and Keras 2
+(tf_keras) writes a Reshape's output as dynamic where Keras 3 writes it static."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -32,13 +34,17 @@ open(sys.argv[1], "wb").write(conv.convert())
 """
 
 
-def convert_keras(build_source: str, out: Path, seed: int = 0) -> Path:
+def convert_keras(build_source: str, out: Path, seed: int = 0, legacy: bool = False) -> Path:
     """``build_source``: Python defining ``build()`` -> a tf.keras.Model (``tf`` and ``layers`` are
-    in scope); its full-int8 .tflite at ``out`` (cached), converted in a child process."""
+    in scope); its full-int8 .tflite at ``out`` (cached), converted in a child process with Keras 3, or
+    with Keras 2 (tf_keras, as TF 2.15 and older convert) when ``legacy``."""
     if out.exists():
         return out
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    if legacy:
+        env["TF_USE_LEGACY_KERAS"] = "1"
     res = subprocess.run([sys.executable, "-c", _CONVERT.format(build=build_source, seed=seed), str(out)],
-                         capture_output=True, text=True, timeout=300)
+                         capture_output=True, text=True, timeout=300, env=env)
     assert res.returncode == 0 and out.exists(), res.stderr[-2000:]
     return out
 
@@ -55,3 +61,16 @@ def op_names(path: Path) -> list[str]:
         code = model.OperatorCodes(sub.Operators(i).OpcodeIndex())
         out.append(names[max(code.BuiltinCode(), code.DeprecatedBuiltinCode())])
     return out
+
+
+def dynamic_tensors(path: Path) -> list[str]:
+    """Names of the tensors whose shape signature leaves a non-batch dimension free (tflite package)."""
+    import tflite
+
+    sub = tflite.Model.GetRootAsModel(path.read_bytes(), 0).Subgraphs(0)
+    names = []
+    for i in range(sub.TensorsLength()):
+        t = sub.Tensors(i)
+        if t.ShapeSignatureLength() and any(int(d) < 0 for d in t.ShapeSignatureAsNumpy()[1:]):
+            names.append(t.Name().decode())
+    return names
