@@ -8,13 +8,16 @@
 #include "mdt_protocol.h"
 
 #if MDT_MAX_SLOTS > 65535
-#error "MDT_MAX_SLOTS must fit the uint16_t shuffle order"
+#error "MDT_MAX_SLOTS must fit the uint16_t shuffle order (and keeps sums of 128^2 within int32_t)"
 #endif
 #if MDT_MAX_CLASSES > 255
 #error "labels travel as u8"
 #endif
 
 #define MDT_MAX_DIM (MDT_PART_DIM > MDT_FULL_DIM ? MDT_PART_DIM : MDT_FULL_DIM)
+/* Added to each feature's variance (in int8 steps squared) before standardising: a feature that moves
+ * by less than a quantisation step between images is int8 noise, not to be blown up to unit scale. */
+#define MDT_STD_FLOOR 1.0f
 
 static int8_t store_part[MDT_MAX_SLOTS][MDT_PART_DIM];
 static int8_t store_full[MDT_MAX_SLOTS][MDT_FULL_DIM];
@@ -25,6 +28,10 @@ static uint16_t order[MDT_MAX_SLOTS];
 static float scratch_conf[MDT_MAX_SLOTS];
 static float x_buf[MDT_MAX_DIM];
 static float p_buf[MDT_MAX_CLASSES];
+/* Per-feature standardisation of the training slots: mean and 1 / sqrt(var + MDT_STD_FLOOR), in int8
+ * steps (scale and zero point cancel); used while training, then folded into the heads. */
+static float part_mean[MDT_PART_DIM], part_inv_std[MDT_PART_DIM];
+static float full_mean[MDT_FULL_DIM], full_inv_std[MDT_FULL_DIM];
 static uint8_t labels_init;
 
 static void init_labels(void)
@@ -148,6 +155,52 @@ uint8_t mdt_classify(const float *w, const float *b, uint32_t n_classes, uint32_
     return forward(w, b, n_classes, dim, MDT_MAX_CLASSES, 0, confidence);
 }
 
+/* Mean and inverse standard deviation of each feature over rows [0, n) of an int8 store (row length
+ * dim), from exact integer sums: the host's trainer (evaluate/host_train.py) computes the same floats. */
+static void feature_stats(const int8_t *rows, uint32_t dim, uint32_t n, float *mean, float *inv_std)
+{
+    uint32_t i, k;
+    for (i = 0; i < dim; i++) {
+        int32_t s1 = 0, s2 = 0;
+        int64_t spread;
+        for (k = 0; k < n; k++) {
+            int32_t q = rows[k * dim + i];
+            s1 += q;
+            s2 += q * q;
+        }
+        spread = (int64_t)n * s2 - (int64_t)s1 * s1; /* n^2 * variance, exact */
+        mean[i] = (float)s1 / (float)n;
+        inv_std[i] = 1.0f / sqrtf((float)spread / (float)n / (float)n + MDT_STD_FLOOR);
+    }
+}
+
+static void standardise(const int8_t *q, uint32_t dim, const float *mean, const float *inv_std)
+{
+    uint32_t i;
+    for (i = 0; i < dim; i++) {
+        x_buf[i] = ((float)q[i] - mean[i]) * inv_std[i];
+    }
+}
+
+/* A head trained on standardised features as a head on dequantised ones (x = scale * (q - zp), so
+ * q = x / scale + zp): w' = w * inv_std / scale, b' = b + sum_i w_i * inv_std_i * (zp - mean_i). The
+ * kept head, mdt_classify and READ_HEAD stay plain linear heads on the dequantised features. */
+static void fold_standardisation(float *w, float *b, uint32_t n_classes, uint32_t dim, const float *mean,
+                                 const float *inv_std, float scale, int32_t zero_point)
+{
+    uint32_t c, i;
+    for (c = 0; c < n_classes; c++) {
+        float *row = &w[c * dim];
+        float acc = b[c];
+        for (i = 0; i < dim; i++) {
+            float wi = row[i] * inv_std[i];
+            acc += wi * ((float)zero_point - mean[i]);
+            row[i] = wi / scale;
+        }
+        b[c] = acc;
+    }
+}
+
 static void sgd_step(float *w, float *b, uint32_t n_classes, uint32_t dim, uint32_t y, float lr)
 {
     uint32_t c, i;
@@ -249,6 +302,8 @@ int mdt_train(uint32_t task, uint32_t epochs, float lr, uint32_t first_slot, uin
     for (i = 0; i < n_slots; i++) {
         order[i] = (uint16_t)(first_slot + i);
     }
+    feature_stats(store_part[first_slot], MDT_PART_DIM, n_slots, part_mean, part_inv_std);
+    feature_stats(store_full[first_slot], MDT_FULL_DIM, n_slots, full_mean, full_inv_std);
     for (e = 0; e < epochs; e++) {
         for (i = n_slots - 1; i > 0; i--) {
             uint32_t j = xorshift32(&state) % (i + 1);
@@ -259,13 +314,16 @@ int mdt_train(uint32_t task, uint32_t epochs, float lr, uint32_t first_slot, uin
         for (i = 0; i < n_slots; i++) {
             uint32_t s = order[i];
             uint32_t y = labels[task][s];
-            dequantise(store_part[s], MDT_PART_DIM, MDT_PART_HEAD_OUTPUT0_SCALE,
-                       MDT_PART_HEAD_OUTPUT0_ZERO_POINT);
+            standardise(store_part[s], MDT_PART_DIM, part_mean, part_inv_std);
             sgd_step(t->part_w, t->part_b, t->n_classes, MDT_PART_DIM, y, lr);
-            dequantise(store_full[s], MDT_FULL_DIM, MDT_REST_OUTPUT0_SCALE, MDT_REST_OUTPUT0_ZERO_POINT);
+            standardise(store_full[s], MDT_FULL_DIM, full_mean, full_inv_std);
             sgd_step(t->full_w, t->full_b, t->n_classes, MDT_FULL_DIM, y, lr);
         }
     }
+    fold_standardisation(t->part_w, t->part_b, t->n_classes, MDT_PART_DIM, part_mean, part_inv_std,
+                         MDT_PART_HEAD_OUTPUT0_SCALE, MDT_PART_HEAD_OUTPUT0_ZERO_POINT);
+    fold_standardisation(t->full_w, t->full_b, t->n_classes, MDT_FULL_DIM, full_mean, full_inv_std,
+                         MDT_REST_OUTPUT0_SCALE, MDT_REST_OUTPUT0_ZERO_POINT);
     t->threshold = MDT_NEVER_EXIT; /* a threshold belongs to the heads it was computed with */
     evaluate(t, task, first_slot, n_slots, 0, &out[0], &out[1]);
     evaluate(t, task, first_slot, n_slots, 1, &out[2], &out[3]);

@@ -74,8 +74,9 @@ def static_ram(config: Any) -> dict[str, int]:
         "feature_store": slots * config.slot_bytes,
         # per task: n_classes (u16), trained (u8), padding, threshold (f32), two heads' weights and biases
         "heads": tasks * (8 + 4 * classes * (part + full + 2)),
-        # the dequantised features, the class probabilities, the "labels initialised" flag
-        "trainer": 4 * max(part, full) + 4 * classes + 1,
+        # the training input, the class probabilities, the "labels initialised" flag, each feature's
+        # standardisation (mean and inverse standard deviation, f32)
+        "trainer": 4 * max(part, full) + 4 * classes + 1 + 8 * (part + full),
         "kernels": KERNEL_STATIC_BYTES,
     }
     return ram

@@ -279,7 +279,8 @@ def test_export_layout_config_and_summary(toy_export):
     slot = PART + FULL + 1 + 2 + 2 + 4
     assert summary["slot_bytes"] == slot
     assert summary["ram"] == {"arena": 48, "buffers": 16 + PART + FULL + 1 + 8, "feature_store": 64 * slot,
-                              "heads": 2 * (8 + 4 * 4 * (PART + FULL + 2)), "trainer": 4 * FULL + 4 * 4 + 1,
+                              "heads": 2 * (8 + 4 * 4 * (PART + FULL + 2)),
+                              "trainer": 4 * FULL + 4 * 4 + 1 + 8 * (PART + FULL),
                               "kernels": library.KERNEL_STATIC_BYTES}
     assert summary["static_ram_bytes"] == sum(summary["ram"].values())
     assert summary["flash_model_bytes"] is None  # the toy model has no plan.json
