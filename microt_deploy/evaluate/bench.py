@@ -31,6 +31,7 @@ from microt_deploy.evaluate.bench_image import BenchRun, render_bench, run_bench
 from microt_deploy.evaluate.dense import densify
 from microt_deploy.export import paper_models
 from microt_deploy.firmware.render import KERNEL_STATIC_BYTES
+from microt_deploy.targets.toolchain import FitError
 
 # The reference models and TFLM's measured figures travel with the repository (bench/README).
 BENCH_DIR = resources.path("bench")
@@ -305,11 +306,18 @@ def run_bench(paths: list[Path] | None, json_path: Path | None, console: Console
         if not m.is_file():
             raise MicrotError(f"no model at {m}", "pass existing .tflite files")
     anchors = load_anchors()
-    results = []
+    results: list[dict] = []
+    unmeasured: list[dict] = []  # models that do not fit the bench board: reported, the others still run
     with tempfile.TemporaryDirectory(prefix="microt-bench-") as tmp:
         for i, model in enumerate(models):
             console.print(f"[dim]bench {i + 1}/{len(models)}: {model.name} (compile, build, run in QEMU)[/dim]")
-            results.append(bench_model(model, Path(tmp) / f"m{i}", anchors, os_variant))
+            try:
+                results.append(bench_model(model, Path(tmp) / f"m{i}", anchors, os_variant))
+            except FitError as err:
+                unmeasured.append({"model": model.name, "reason": err.problem, "region": err.region,
+                                   "over_bytes": err.over})
+                console.print(f"[bold yellow]{model.name}: {err.problem}; not measured[/bold yellow]")
+                continue
             r = results[-1]
             if r.get("stack_bytes") is not None:
                 stack_marks.record(model, {"board": BOARD, "opt": "-O2", "graph_stack_bytes": r["stack_bytes"],
@@ -323,7 +331,8 @@ def run_bench(paths: list[Path] | None, json_path: Path | None, console: Console
                               "filled: the kernels without the skip)[/dim]")
                 results.append({**bench_model(twin, Path(tmp) / f"m{i}d", anchors, os_variant=False),
                                 "dense_twin_of": model.name})
-    console.print(summary_table(results))
+    if results:
+        console.print(summary_table(results))
     backbones = paper_models.published_table(results)
     if backbones:
         table = Table(title="paper backbones at 176x176: peak SRAM (arena + kernel tables + measured stack) "
@@ -341,10 +350,15 @@ def run_bench(paths: list[Path] | None, json_path: Path | None, console: Console
     if bad:
         oracles = "/".join(sorted({r.get("oracle", ORACLE_REF) for r in results}))
         console.print(f"[bold red]NOT BIT-EXACT vs TFLite's {oracles}: {', '.join(bad)}[/bold red]")
-    out = {"board": BOARD, "unit": results[0]["unit"], "input_seed": INPUT_SEED,
+    out = {"board": BOARD, "unit": results[0]["unit"] if results else "instructions", "input_seed": INPUT_SEED,
            "note": "instructions are QEMU -icount shift=0 retired instructions; per-layer counts include "
                    "about 30 instructions of counter reads and have a resolution of 40",
-           "models": results, "backbones": backbones}
+           "models": results, "backbones": backbones, "unmeasured": unmeasured}
     if json_path:  # only where it is told (`make bench` passes --json bench/results.json)
         atomic.write_text(Path(json_path), json.dumps(out, indent=1) + "\n")
+    if unmeasured:  # after the table and the JSON: what fits is measured, the exit says what did not
+        names = ", ".join(f"{u['model']} ({u['region']} over by {u['over_bytes']:,} B)" for u in unmeasured)
+        raise MicrotError(f"{len(unmeasured)} of {len(models)} models do not fit {BOARD}: {names}; the others are "
+                          f"measured{f' in {json_path}' if json_path else ''}",
+                          "bench them on a board with more memory, or shrink them (fewer channels, pruning)")
     return out

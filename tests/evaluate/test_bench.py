@@ -98,3 +98,32 @@ def test_oracle_survives_reference_kernels_that_abort(tmp_path):
     interp.set_tensor(interp.get_input_details()[0]["index"], x)
     interp.invoke()
     assert np.array_equal(outs[0], interp.get_tensor(interp.get_output_details()[0]["index"]).reshape(-1))
+
+
+@pytest.mark.slow  # a TensorFlow child and QEMU
+def test_a_model_that_does_not_fit_is_reported_and_the_others_measured(tmp_path, monkeypatch):
+    """2.6 MB of int8 weights against the bench board's 2 MB of flash: the linker's overflow is the
+    oracle (region and bytes over); AD01 after it is still measured, the JSON names both, the exit is
+    an error naming the model that did not fit."""
+    from microt_deploy.errors import MicrotError
+    from tests.compiler.keras_models import convert_keras
+
+    big = convert_keras("""
+def build():
+    inp = tf.keras.Input((2048,))
+    return tf.keras.Model(inp, layers.Dense(1280)(inp))
+""", tmp_path / "too_big.tflite")
+    monkeypatch.setenv("MICROT_CACHE_DIR", str(tmp_path / "cache"))
+    console = Console(record=True, width=250)
+    with pytest.raises(MicrotError, match=r"1 of 2 models do not fit qemu_mps2_an386: too_big.tflite \(FLASH over") \
+            as err:
+        bench.run_bench([big, AD01], tmp_path / "bench.json", console, os_variant=False)
+    assert "\n" not in str(err.value)
+    out = json.loads((tmp_path / "bench.json").read_text())
+    (measured,) = out["models"]
+    assert measured["model"] == AD01.name and measured["bit_exact"] and measured["bit_exact_naive"]
+    (skipped,) = out["unmeasured"]
+    assert skipped["model"] == "too_big.tflite" and skipped["region"] == "FLASH"
+    # at least the weights beyond the flash: 2048 x 1280 bytes against 2 MB
+    assert skipped["over_bytes"] >= 2048 * 1280 - 2 * 1024 * 1024
+    assert "too_big.tflite: model does not fit" in console.export_text()
