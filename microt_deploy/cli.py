@@ -385,7 +385,9 @@ class _GateCommand(click.Command):
 @click.option("--timeout-multiplier", type=click.FloatRange(min=0.01), default=1.0, show_default=True,
               help="Scale every phase's timeout (flash, connect, store, train, evaluate).")
 @click.option("--timeout", "phase_timeouts", multiple=True, metavar="PHASE=SECONDS",
-              help="One phase's timeout before the multiplier, e.g. --timeout connect=60 (repeatable).")
+              help="One phase's timeout before the multiplier, e.g. --timeout connect=60 (repeatable). Without "
+                   "it, store / train / evaluate grow to twice their projected duration once samples complete "
+                   "(at most 8x the default).")
 @click.option("--no-flash", is_flag=True, help="Real boards: do not flash; evaluate what the board runs.")
 @click.option("--no-reset", is_flag=True,
               help="Open the serial port without toggling DTR/RTS (no reset of ESP32-style boards).")
@@ -434,7 +436,9 @@ def eval_cmd(project_dir: Path, boards: tuple[str, ...], platforms: tuple[str, .
         raise
     except MicrotError as err:
         raise MicrotError(err.problem, err.fix, exit_code=4) from None
-    options = hil.RunOptions(ratios=parsed, retry_failed=retry_failed, timeouts=timeouts, offline=offline, jobs=jobs)
+    fixed = frozenset(item.partition("=")[0].strip() for item in phase_timeouts)
+    options = hil.RunOptions(ratios=parsed, retry_failed=retry_failed, timeouts=timeouts, fixed_phases=fixed,
+                             offline=offline, jobs=jobs)
     outcomes = hil.run_all(project_dir, specs, options, out)
     code = hil.exit_code(outcomes)
     if len(outcomes) > 1 or not all(o.spec.gates.empty for o in outcomes) or code != 0:

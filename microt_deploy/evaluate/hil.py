@@ -31,6 +31,12 @@ PHASES = ("connect", "store", "train", "evaluate")
 # Seconds per phase at multiplier 1: generous for the demo on the emulated board (about 3 minutes in
 # all); a rig scales them with --timeout-multiplier or the rig file's timeout_multiplier.
 DEFAULT_TIMEOUTS_S = {"flash": 180.0, "connect": 30.0, "store": 900.0, "train": 900.0, "evaluate": 3600.0}
+# A phase whose timeout is the default (not given with --timeout) grows with the work it measures: once
+# samples complete, its deadline becomes ADAPT_FACTOR times the projected duration of each stage (the
+# rate so far times the stage's samples), up to ADAPT_CEILING times its timeout. A 176x176 model on a
+# real board stores a sample in about 10 s (93 KB at 115200 baud, then the graphs): 1,450 s for 150
+# samples, past the 900 s default, and a hang still ends at the device's own answer timeout.
+ADAPT_FACTOR, ADAPT_CEILING = 2.0, 8.0
 CASES = ("flash", "connect", "train", "accuracy", "latency", "energy", "memory")
 EXIT_PASSED, EXIT_FAILED, EXIT_ERROR, EXIT_NO_BOARD = 0, 1, 2, 5
 
@@ -101,6 +107,7 @@ class RunOptions:
     ratios: Sequence[float] | None = None
     retry_failed: int = 0
     timeouts: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_TIMEOUTS_S))
+    fixed_phases: frozenset[str] = frozenset()  # phases given with --timeout: their deadline never grows
     offline: bool = False
     jobs: int = 0  # 0: every board at once
 
@@ -195,9 +202,13 @@ class PhaseClock:
     slow phase ends at the next sample), and the device's own answer timeouts are capped by what
     is left of it (a board that stopped answering ends within the phase's time)."""
 
-    def __init__(self, spec: BoardSpec, timeouts: dict[str, float], forward: Callable[..., Any]) -> None:
+    def __init__(self, spec: BoardSpec, timeouts: dict[str, float], forward: Callable[..., Any],
+                 fixed_phases: frozenset[str] = frozenset()) -> None:
         self.spec = spec
         self.timeouts = timeouts
+        self.fixed_phases = fixed_phases
+        self.stage = ""
+        self.stage_started, self.stage_done, self.base_limit = 0.0, 0, 0.0
         self.forward = forward
         self.name = ""
         self.started = time.monotonic()
@@ -214,6 +225,8 @@ class PhaseClock:
         self.name, self.started = name, now
         self.limit = self.timeouts.get(name, DEFAULT_TIMEOUTS_S.get(name, 600.0)) * self.spec.timeout_multiplier
         self.deadline = now + self.limit
+        self.base_limit = self.limit
+        self.stage = ""
         if device is not None:
             device.timeout = min(device.timeout, self.limit)
             device.long_timeout = min(max(device.long_timeout, 0.0), self.limit)
@@ -228,7 +241,17 @@ class PhaseClock:
 
     def progress(self, stage: str, done: int, total: int, *_: Any) -> None:
         self.forward(f"{self.spec.label}: {stage}", done, total)
-        if time.monotonic() > self.deadline:
+        now = time.monotonic()
+        if stage != self.stage:  # the rate is measured from the stage's first report on
+            self.stage, self.stage_started, self.stage_done = stage, now, done
+        elif done > self.stage_done and total > done and self.name not in self.fixed_phases:
+            rate = (now - self.stage_started) / (done - self.stage_done)
+            projected_end = now + rate * (total - done)
+            grown = self.started + min(ADAPT_FACTOR * (projected_end - self.started), ADAPT_CEILING * self.base_limit)
+            if grown > self.deadline:
+                self.deadline = grown
+                self.limit = grown - self.started
+        if now > self.deadline:
             raise PhaseTimeout(f"{self.spec.label}: the {self.name} phase ran past its {self.limit:.0f} s "
                                f"({done} of {total} {stage})",
                                "raise --timeout-multiplier (or the rig file's timeout_multiplier)")
@@ -291,7 +314,7 @@ def _attempt(project_dir: Path, spec: BoardSpec, options: RunOptions, console: C
         _not_run(outcome, "flash failed")
         outcome.status = "error"
         return outcome
-    clock = PhaseClock(spec, options.timeouts, forward)
+    clock = PhaseClock(spec, options.timeouts, forward, options.fixed_phases)
     hooks = pipeline.EvalHooks(progress=clock.progress, phase=clock.start, run_name=spec.label, quiet=quiet,
                                serial_number=spec.serial_number, reset=spec.reset, no_reset=spec.no_reset)
     report: dict[str, Any] | None = None
