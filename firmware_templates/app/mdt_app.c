@@ -18,7 +18,6 @@ static uint8_t tx[MDT_MAX_PAYLOAD + MDT_FRAME_OVERHEAD];
 static int host_file = -1;
 static uint32_t host_samples;
 static char host_path[MDT_HOST_PATH_MAX + 1u];
-static int8_t sample_buf[MICROT_INPUT_SIZE];
 
 static uint16_t put_counts3(const microt_counts_t *c)
 {
@@ -271,16 +270,28 @@ static uint16_t cmd_host_open(const uint8_t *p, uint16_t len)
     return 9;
 }
 
-/* Sample `index` of the open host file into the input. */
+/* Sample `index` of the open host file into the model's input, a response buffer at a time (the answer
+ * is written only after): no second copy of the input in RAM. A read that fails part-way leaves no
+ * input loaded rather than a mix of two samples. */
 static int load_sample(uint32_t index)
 {
-    int st = mdt_board_host_read(host_file, index * (uint32_t)MICROT_INPUT_SIZE, (uint8_t *)sample_buf,
-                                 MICROT_INPUT_SIZE);
-    if (st != 0) {
-        return host_status(st);
-    }
+    uint32_t done = 0;
     tensor_valid[0] = tensor_valid[1] = tensor_valid[2] = 0;
-    return microt_set_input(0, sample_buf, MICROT_INPUT_SIZE);
+    while (done < MICROT_INPUT_SIZE) {
+        uint32_t n = MICROT_INPUT_SIZE - done;
+        int st;
+        if (n > sizeof(resp)) {
+            n = sizeof(resp);
+        }
+        st = mdt_board_host_read(host_file, index * (uint32_t)MICROT_INPUT_SIZE + done, resp, n);
+        if (st != 0) {
+            microt_forget_input();
+            return host_status(st);
+        }
+        (void)microt_set_input(done, (const int8_t *)resp, n); /* in range: done + n <= the input size */
+        done += n;
+    }
+    return MDT_OK;
 }
 
 static uint16_t cmd_load_sample(const uint8_t *p, uint16_t len)

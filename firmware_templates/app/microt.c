@@ -74,6 +74,11 @@ int8_t microt_quantize(float value, float scale, int32_t zero_point)
     return (int8_t)(q < -128 ? -128 : (q > 127 ? 127 : q));
 }
 
+void microt_forget_input(void)
+{
+    input_loaded = 0;
+}
+
 int microt_set_input_f32(uint32_t offset, const float *values, uint32_t count)
 {
     uint32_t i;

@@ -98,6 +98,9 @@ int microt_set_input(uint32_t offset, const int8_t *data, uint32_t length);
 /* Quantise `count` float values (as the trunk's float input expects them) into the input from
  * `offset`, as TFLite does: round(x / scale) half away from zero, + zero point, saturate to int8. */
 int microt_set_input_f32(uint32_t offset, const float *values, uint32_t count);
+/* The input counts as not loaded (MICROT_NOT_READY) until the next microt_set_input*: for a load
+ * that failed part-way, so nothing runs on a mix of two samples. */
+void microt_forget_input(void);
 int8_t microt_quantize(float value, float scale, int32_t zero_point);
 
 /* Run trunk, part head and rest on the input (the rest resumes from the split activation). The

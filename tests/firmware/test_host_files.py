@@ -192,3 +192,35 @@ def test_transport_falls_back_to_the_uart_for_a_remote_device(device):
     device.local = False
     with session.open_transport(device, baud=921600) as transport:
         assert transport.report() == {"kind": "uart", "baud": 921600, "bytes_sent": 0, "seconds": 0.0}
+
+
+@pytest.mark.parametrize("sanitize", [False, True], ids=["plain", "sanitized"])
+def test_a_sample_larger_than_a_payload_streams_whole_and_a_failed_read_loads_nothing(tmp_path, sanitize):
+    """LOAD_SAMPLE streams the file into the input a payload at a time (no copy of the input beside the
+    model's): with 256-byte payloads a 1,040-byte sample arrives in 5 pieces, and the graphs' outputs
+    are the toy's on the whole sample (the trunk sums every input byte: a piece at the wrong offset, or
+    missing, changes them). Oracle: wide_toy_outputs in numpy. A read that fails leaves no input."""
+    from tests.firmware.toy_model import wide_toy_outputs, write_wide_toy_model
+
+    width = 1040
+    options = {"max_tasks": 1, "max_classes": 4, "max_slots": 8, "max_payload": 256, "sanitize": sanitize}
+    render_firmware(write_wide_toy_model(tmp_path / "compiled", width), load_board("host"), tmp_path / "fw",
+                    options)
+    image = build(load_board("host"), tmp_path / "fw").image
+    x = np.random.default_rng(5).integers(-128, 128, (3, width)).astype(np.int8)
+    path = _file(tmp_path, x)
+    with launch(load_board("host"), image, limit_s=120) as port:
+        dev = Device(port, timeout=5.0, long_timeout=30.0, local=True)
+        assert dev.host_open(str(path)) == 3
+        for i in (2, 0, 1):
+            dev.load_sample(i)
+            dev.run_graphs()
+            got = [dev.read_tensor(t) for t in ("split", "part", "full")]
+            want = wide_toy_outputs(x[i])
+            for g, w in zip(got, want, strict=True):
+                assert np.array_equal(np.frombuffer(bytes(g), np.int8), w), i
+        path.write_bytes(x[:1].tobytes())  # shrunk under the open file: sample 2's read fails
+        assert dev.request(Command.LOAD_SAMPLE, struct.pack("<I", 2), expect=None)[0] == Status.IO_ERROR
+        assert dev.request(Command.RUN_GRAPHS, b"", expect=None)[0] == Status.NOT_READY
+        dev.exit(0)
+    assert port.process.wait(timeout=10) == 0  # a sanitizer report ends it non-zero

@@ -93,3 +93,36 @@ def toy_outputs(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     a, b = split[:FULL].astype(np.int32), split[FULL:].astype(np.int32)
     full = (np.trunc(a / 2) + np.trunc(b / 2)).astype(np.int8)  # C division truncates toward zero
     return split, part, full
+
+
+def write_wide_toy_model(out_dir: Path, input_size: int) -> Path:
+    """The toy with an input of ``input_size`` bytes (a multiple of 16) at the arena's end, folded by the
+    trunk into the same 16-byte split: split[i] = the int8 (wrapping) sum of input[i + 16 k]. Every input
+    byte reaches the outputs, so a sample loaded in pieces is checked whole."""
+    assert input_size % INPUT == 0 and input_size > INPUT
+    header = (HEADER.replace("#define MDT_ARENA_SIZE 48", f"#define MDT_ARENA_SIZE {48 + input_size}")
+              .replace("#define MDT_TRUNK_INPUT0_OFFSET 0", "#define MDT_TRUNK_INPUT0_OFFSET 48")
+              .replace("#define MDT_TRUNK_INPUT0_SIZE 16", f"#define MDT_TRUNK_INPUT0_SIZE {input_size}"))
+    trunk_start, trunk_end = SOURCE.index("void mdt_trunk_run"), SOURCE.index("void mdt_part_head_run")
+    trunk = f"""void mdt_trunk_run(int8_t *arena)
+{{
+    int i, k;
+    for (i = 0; i < 16; i++) {{
+        uint8_t acc = 0;
+        for (k = i; k < {input_size}; k += 16) {{
+            acc = (uint8_t)(acc + (uint8_t)arena[48 + k]);
+        }}
+        arena[16 + i] = (int8_t)acc;
+    }}
+}}
+"""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "mdt_model.h").write_text(header)
+    (out_dir / "mdt_model.c").write_text(SOURCE[:trunk_start] + trunk + SOURCE[trunk_end:])
+    return out_dir
+
+
+def wide_toy_outputs(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What the wide toy computes for one int8 input: its 16-byte fold, then the toy's graphs."""
+    folded = (x.astype(np.int64).reshape(-1, INPUT).sum(axis=0) % 256).astype(np.uint8).view(np.int8)
+    return toy_outputs(folded)
