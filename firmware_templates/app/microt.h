@@ -70,7 +70,8 @@ typedef uint64_t (*microt_counter_fn)(void);
 typedef void (*microt_align_fn)(void);
 
 typedef struct {
-    uint64_t trunk, part_head, part_classifier, rest, full_classifier; /* counter deltas; 0: not run */
+    /* counter deltas; 0: not run. trunk: its one run on the loaded input (see microt_set_input) */
+    uint64_t trunk, part_head, part_classifier, rest, full_classifier;
 } microt_counts_t;
 
 typedef struct {
@@ -93,7 +94,12 @@ typedef struct {
 void microt_init(microt_counter_fn counter, microt_align_fn align);
 
 /* Copy `length` int8 bytes of the input (NHWC, quantised with MICROT_INPUT_SCALE / _ZERO_POINT) to
- * `offset`: MICROT_OUT_OF_RANGE past MICROT_INPUT_SIZE. The first call makes the input "loaded". */
+ * `offset`: MICROT_OUT_OF_RANGE past MICROT_INPUT_SIZE. The first write of any bytes makes the input
+ * "loaded" (a write of none changes nothing). The
+ * input lives in the arena, where the trunk reads and overwrites it: the trunk runs once per loaded
+ * input, and every later run on it (another task, MICROT_FORCE_FULL, storing its features) resumes
+ * from the split activation and reports the trunk's count of that first run. After a run, load the
+ * next input from offset 0 (a write at another offset first: MICROT_NOT_READY). */
 int microt_set_input(uint32_t offset, const int8_t *data, uint32_t length);
 /* Quantise `count` float values (as the trunk's float input expects them) into the input from
  * `offset`, as TFLite does: round(x / scale) half away from zero, + zero point, saturate to int8. */

@@ -233,7 +233,8 @@ def markdown(results: dict[str, Any]) -> str:
                  f"{ {True: 'yes', False: 'NO', None: '-'}[r['bit_exact_graphs']] }",
                  "measured graph stack B: " + ", ".join(f"{g} {_n(b)}" for g, b in r["graph_stack_bytes"].items()),
                  f"firmware RAM without the feature store {_n(r['firmware_fixed_ram_bytes'])} B "
-                 f"(input buffer {_n(r['input_bytes'])} B), feature slots {_n(r['feature_slots'])}",
+                 f"(the {_n(r['input_bytes'])} B input is loaded into the arena), feature slots "
+                 f"{_n(r['feature_slots'])}",
                  f"samples {r['samples']}"]
         if r.get("reused"):
             notes.append(f"{' and '.join(r['reused'])} reused from an earlier run of the same configuration "
@@ -283,8 +284,9 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"python": platform.python_version(), "cpu": platform.processor() or platform.machine()},
         "note": ("digits (scikit-learn, 8x8 grey) resized to 176x176, one task (10 classes); instructions are QEMU "
                  "-icount shift=0 retired instructions, energy the board file's estimate (instructions / 120 MHz x "
-                 "43.6 mW); peak SRAM = the one arena of the three graphs + the deepest graph stack measured in QEMU; "
-                 "the firmware also holds the 176x176x3 input buffer and the feature store (fixed RAM in the JSON)"),
+                 "43.6 mW); peak SRAM = the one arena of the three graphs (the 176x176x3 input is loaded into it) "
+                 "+ the deepest graph stack measured in QEMU; the firmware also holds the feature store, protocol "
+                 "buffers and heads (fixed RAM in the JSON)"),
         "backbones": [],
     }
     try:

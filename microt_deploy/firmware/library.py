@@ -68,8 +68,9 @@ def static_ram(config: Any) -> dict[str, int]:
                                          config.max_slots)
     ram = {
         "arena": config.arena_bytes,
-        # input, part and full features, the "input loaded" flag, the counter callbacks
-        "buffers": config.input_size + part + full + 1 + 2 * POINTER_BYTES,
+        # part and full features, the input's state and its trunk count (the input itself lives in the
+        # arena), the counter callbacks
+        "buffers": part + full + 1 + 8 + 2 * POINTER_BYTES,
         # per slot: features, used flag, a label per task, shuffle order (u16), confidence (f32)
         "feature_store": slots * config.slot_bytes,
         # per task: n_classes (u16), trained (u8), padding, threshold (f32), two heads' weights and biases

@@ -153,12 +153,13 @@ def plan_sizes(board: Board, model: dict[str, int], options: dict[str, Any] | No
 
 
 def _buffers_bytes(board: Board, model: dict[str, int], opts: dict[str, Any], stack_in_ram: bool) -> int:
-    """The firmware's RAM besides the arena and the feature store: I/O copies, protocol buffers, the
+    """The firmware's RAM besides the arena and the feature store: the split's copy, protocol buffers, the
     heads, the trainer's buffers and feature standardisation, the stack reserve, libc's own data."""
     tasks, classes, payload = int(opts["max_tasks"]), int(opts["max_classes"]), int(opts["max_payload"])
     part, full = model["MDT_PART_HEAD_OUTPUT0_SIZE"], model["MDT_REST_OUTPUT0_SIZE"]
     heads = tasks * (4 * classes * (part + full + 2) + 16)
-    return (model["MDT_TRUNK_INPUT0_SIZE"] + model["MDT_TRUNK_OUTPUT0_SIZE"]
+    # the input lives in the arena (microt.c); the split's copy is READ_TENSOR's
+    return (model["MDT_TRUNK_OUTPUT0_SIZE"]
             + part + full + 3 * payload + 32 + heads + 4 * (max(part, full) + classes) + 8 * (part + full)
             + (int(opts["stack_bytes"]) if stack_in_ram else 0) + LIBC_SLACK
             + (KERNEL_STATIC_BYTES if board.cpu in DSP_CORES else 0))

@@ -3,6 +3,7 @@ over a pty, plain and under ASan + UBSan: the same answers as the UART path, and
 refusal. (The emulated board's semihosting: tests/firmware/test_semihosting.py.)"""
 
 import struct
+import subprocess
 
 import numpy as np
 import pytest
@@ -224,3 +225,34 @@ def test_a_sample_larger_than_a_payload_streams_whole_and_a_failed_read_loads_no
         assert dev.request(Command.RUN_GRAPHS, b"", expect=None)[0] == Status.NOT_READY
         dev.exit(0)
     assert port.process.wait(timeout=10) == 0  # a sanitizer report ends it non-zero
+
+
+def test_the_input_lives_in_the_arena_and_the_trunk_runs_once_per_input(tmp_path):
+    """No input-sized buffer beside the arena (the image's symbol table is the oracle: nothing of the
+    input's 1,040 bytes but the arena holding it); every run on a loaded input after the first resumes
+    from the split (the trunk's count is the first run's, to the nanosecond, and the answers are the
+    toy's); after a run, a new input must start at offset 0."""
+    from tests.firmware.toy_model import wide_toy_outputs, write_wide_toy_model
+
+    width = 1040
+    render_firmware(write_wide_toy_model(tmp_path / "compiled", width), load_board("host"), tmp_path / "fw",
+                    {"max_tasks": 1, "max_classes": 4, "max_slots": 8, "max_payload": 256})
+    image = build(load_board("host"), tmp_path / "fw").image
+    symbols = subprocess.run(["nm", "-S", "--size-sort", str(image)], capture_output=True, text=True,
+                             check=True).stdout.split()
+    sizes = {int(symbols[i + 1], 16): symbols[i + 3] for i in range(0, len(symbols) - 3, 4)
+             if symbols[i + 2] in "bBdD"}
+    assert width not in sizes and sizes.get(48 + width) == "arena", sizes
+    x = np.random.default_rng(6).integers(-128, 128, (2, width)).astype(np.int8)
+    with launch(load_board("host"), image, limit_s=120) as port:
+        dev = Device(port, timeout=5.0, long_timeout=30.0, local=True)
+        for sample in x:
+            dev.load_input(sample)
+            first = dev.run_graphs()
+            again = dev.run_graphs()
+            assert first["trunk"] > 0 and again["trunk"] == first["trunk"]
+            for tensor, want in zip(("split", "part", "full"), wide_toy_outputs(sample), strict=True):
+                assert np.array_equal(np.frombuffer(bytes(dev.read_tensor(tensor)), np.int8), want)
+            chunk = struct.pack("<I", 256) + bytes(16)
+            assert dev.request(Command.LOAD_INPUT, chunk, expect=None)[0] == Status.NOT_READY
+        dev.exit(0)

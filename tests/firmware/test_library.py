@@ -275,10 +275,10 @@ def test_export_layout_config_and_summary(toy_export):
     for line in ("#define MDT_MAX_TASKS 2u", "#define MDT_MAX_CLASSES 4u", "#define MDT_MAX_SLOTS 64u"):
         assert line in config
     assert (summary["max_tasks"], summary["max_classes"], summary["max_slots"]) == (2, 4, 64)
-    # The RAM figures by hand from the toy model's sizes (arena 48, input 16, part 4, full 8).
+    # The RAM figures by hand from the toy model's sizes (arena 48 holding the input, part 4, full 8).
     slot = PART + FULL + 1 + 2 + 2 + 4
     assert summary["slot_bytes"] == slot
-    assert summary["ram"] == {"arena": 48, "buffers": 16 + PART + FULL + 1 + 8, "feature_store": 64 * slot,
+    assert summary["ram"] == {"arena": 48, "buffers": PART + FULL + 1 + 8 + 8, "feature_store": 64 * slot,
                               "heads": 2 * (8 + 4 * 4 * (PART + FULL + 2)),
                               "trainer": 4 * FULL + 4 * 4 + 1 + 8 * (PART + FULL),
                               "kernels": library.KERNEL_STATIC_BYTES}
