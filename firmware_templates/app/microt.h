@@ -95,11 +95,11 @@ void microt_init(microt_counter_fn counter, microt_align_fn align);
 
 /* Copy `length` int8 bytes of the input (NHWC, quantised with MICROT_INPUT_SCALE / _ZERO_POINT) to
  * `offset`: MICROT_OUT_OF_RANGE past MICROT_INPUT_SIZE. The first write of any bytes makes the input
- * "loaded" (a write of none changes nothing). The
- * input lives in the arena, where the trunk reads and overwrites it: the trunk runs once per loaded
- * input, and every later run on it (another task, MICROT_FORCE_FULL, storing its features) resumes
- * from the split activation and reports the trunk's count of that first run. After a run, load the
- * next input from offset 0 (a write at another offset first: MICROT_NOT_READY). */
+ * "loaded" (a write of none changes nothing). The input lives in the arena, where the trunk reads and
+ * overwrites it: the trunk runs once per loaded input, and every later run on it (another task,
+ * MICROT_FORCE_FULL, storing its features) resumes from the split activation and reports the trunk's
+ * count of that first run. After a run, load the next input from offset 0 (a write at another offset
+ * first: MICROT_NOT_READY). */
 int microt_set_input(uint32_t offset, const int8_t *data, uint32_t length);
 /* Quantise `count` float values (as the trunk's float input expects them) into the input from
  * `offset`, as TFLite does: round(x / scale) half away from zero, + zero point, saturate to int8. */
